@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Make sure RabbitMQ and Redis are installed and running on this Debian machine.
+# Installs them with apt when missing, starts them when stopped, does nothing when they run.
+# Idempotent: safe to run before every demo and every test run.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*"; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+have_systemd() { [ -d /run/systemd/system ]; }
+
+wait_port() {
+  local name=$1 port=$2
+  for _ in $(seq 1 120); do
+    if port_open "$port"; then log "$name is up on 127.0.0.1:$port"; return 0; fi
+    sleep 0.5
+  done
+  log "ERROR: $name did not come up on port $port"; return 1
+}
+
+apt_updated=0
+ensure_pkg() {
+  local pkg=$1 bin=$2
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    if [ "$apt_updated" -eq 0 ]; then
+      log "installing packages (apt-get update)"
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      apt_updated=1
+    fi
+    log "installing $pkg"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+  fi
+}
+
+# Redis
+ensure_pkg redis-server redis-server
+if port_open 6379; then
+  log "redis already running"
+else
+  if have_systemd; then as_root systemctl start redis-server || true; fi
+  if ! port_open 6379; then
+    as_root mkdir -p /var/lib/redis /var/log/redis
+    as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/l2l.log
+  fi
+  wait_port redis 6379
+fi
+
+# RabbitMQ
+ensure_pkg rabbitmq-server rabbitmq-server
+if port_open 5672; then
+  log "rabbitmq already running"
+else
+  if have_systemd; then as_root systemctl start rabbitmq-server || true; fi
+  if ! port_open 5672; then as_root rabbitmq-server -detached; fi
+  wait_port rabbitmq 5672
+  # The AMQP port opens before the broker accepts logins; wait until it answers.
+  for _ in $(seq 1 60); do
+    if as_root rabbitmqctl -q status >/dev/null 2>&1; then break; fi
+    sleep 1
+  done
+fi

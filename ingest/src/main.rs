@@ -1,0 +1,62 @@
+//! `ingest`: receive HubSpot and ERPNext webhooks and enqueue them. See `lib.rs`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shared::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "lead2ledger ingest: verify and enqueue webhooks")]
+struct Cli {
+    /// TOML configuration file (also L2L_CONFIG); every key can be overridden as L2L_<SECTION>__<KEY>.
+    #[arg(long, global = true, env = "L2L_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve webhooks (the default).
+    Run,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration, print the verdict.
+    Check,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Config { command: ConfigCommand::Check } => shared::config::check_command(cli.config.as_deref(), "ingest"),
+        Command::Run => match serve(cli.config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ingest: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref()).context("loading configuration")?;
+    shared::telemetry::init_tracing(&settings.telemetry);
+    let listener = tokio::net::TcpListener::bind(settings.ingest.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.ingest.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shared::shutdown::on_signal(shutdown.clone()));
+    ingest::run(settings, listener, shutdown).await.context("serving")
+}

@@ -1,0 +1,446 @@
+//! The AMQP side of every binary: one connection kept alive by a supervisor task, the topology
+//! of DESIGN §3 declared on every (re)connect, and publishing that is only done when the broker
+//! has confirmed it.
+//!
+//! Why a supervisor and not lapin's auto-recovery: on reconnect we must redeclare the topology
+//! (a broker restart without persistence loses it) and tell consumers and `/readyz` that the
+//! connection changed; a `watch` channel carrying the connection generation does both.
+//!
+//! What this module deliberately does not do: consume. The consumer runtime builds on
+//! [`Broker::channel`] and [`Broker::subscribe`].
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::redact_url;
+use crate::envelope::Envelope;
+use crate::names::{self, Exchange, Names, WorkQueue};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable")]
+    Unavailable,
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("broker did not confirm the message (nack)")]
+    Nacked,
+    #[error("message was unroutable: no queue bound for exchange {exchange:?} routing key {routing_key:?}")]
+    Unroutable { exchange: String, routing_key: String },
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl BrokerError {
+    /// Whether trying again later may succeed (connection trouble) or not (a routing bug).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BrokerError::Unavailable | BrokerError::Amqp(_) | BrokerError::Nacked)
+    }
+}
+
+/// What the topology needs beyond names: the poison backstop and the retry ladder.
+#[derive(Debug, Clone)]
+pub struct TopologySpec {
+    pub delivery_limit: u32,
+    pub retry_tiers: Vec<Duration>,
+}
+
+/// One message ready to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+impl Outgoing {
+    /// An envelope with the AMQP properties of DESIGN §2: persistent, JSON, `message_id`,
+    /// `timestamp`, and headers `x-l2l-attempt`, `x-l2l-correlation-id`, `traceparent`.
+    pub fn envelope<P: Serialize>(
+        exchange: String,
+        routing_key: String,
+        envelope: &Envelope<P>,
+        attempt: u32,
+    ) -> Result<Self, serde_json::Error> {
+        let mut headers = FieldTable::default();
+        headers.insert(names::HEADER_ATTEMPT.into(), AMQPValue::LongUInt(attempt));
+        headers.insert(
+            names::HEADER_CORRELATION_ID.into(),
+            AMQPValue::LongString(envelope.correlation_id.clone().into()),
+        );
+        headers.insert(
+            names::HEADER_TRACEPARENT.into(),
+            AMQPValue::LongString(crate::telemetry::traceparent(&envelope.correlation_id).into()),
+        );
+        let properties = BasicProperties::default()
+            .with_message_id(envelope.id.to_string().into())
+            .with_correlation_id(envelope.correlation_id.clone().into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
+            .with_type(envelope.kind.as_str().into())
+            .with_headers(headers);
+        Ok(Self {
+            exchange,
+            routing_key,
+            body: envelope.to_json()?,
+            properties,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Live {
+    conn: Arc<Connection>,
+    publisher: Channel,
+    generation: u64,
+}
+
+struct Inner {
+    url: String,
+    names: Names,
+    spec: TopologySpec,
+    max_delay: Duration,
+    live: RwLock<Option<Live>>,
+    /// `Some(generation)` while connected; every reconnect bumps the generation.
+    status: watch::Sender<Option<u64>>,
+    /// Wakes the supervisor early when a user of the connection saw it fail.
+    kick: Notify,
+}
+
+/// Handle to the supervised connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("url", &redact_url(&self.inner.url))
+            .field("namespace", &self.inner.names.namespace())
+            .field("connected", &self.is_ready())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Start the supervisor; it connects in the background and keeps reconnecting until
+    /// `shutdown` is cancelled. The broker being down at start is not an error: ingest must come
+    /// up and answer 503 rather than crash-loop.
+    pub fn start(url: &str, names: Names, spec: TopologySpec, max_delay: Duration, shutdown: CancellationToken) -> Self {
+        let (status, _) = watch::channel(None);
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                url: url.to_string(),
+                names,
+                spec,
+                max_delay,
+                live: RwLock::new(None),
+                status,
+                kick: Notify::new(),
+            }),
+        };
+        let supervisor = broker.clone();
+        tokio::spawn(async move { supervisor.supervise(shutdown).await });
+        broker
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.inner.names
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.status.borrow().is_some()
+    }
+
+    /// Connection generation changes: `None` while down.
+    pub fn subscribe(&self) -> watch::Receiver<Option<u64>> {
+        self.inner.status.subscribe()
+    }
+
+    /// Wait until connected, up to `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    fn live(&self) -> Option<Live> {
+        self.inner.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Tell the supervisor that an operation failed; it checks the connection at once.
+    pub fn report_failure(&self) {
+        self.inner.kick.notify_one();
+    }
+
+    /// A new channel with publisher confirms on the live connection, for a consumer.
+    pub async fn channel(&self) -> Result<(Channel, u64), BrokerError> {
+        let live = self.live().ok_or(BrokerError::Unavailable)?;
+        let channel = live.conn.create_channel().await.inspect_err(|_| self.report_failure())?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok((channel, live.generation))
+    }
+
+    /// Publish and wait for the broker's confirm.
+    pub async fn publish(&self, message: &Outgoing) -> Result<(), BrokerError> {
+        self.publish_all(std::slice::from_ref(message)).await
+    }
+
+    /// Publish every message, then wait for every confirm (pipelined: one round trip, not N).
+    /// `Ok` means the broker has taken responsibility for all of them.
+    pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
+        let live = self.live().ok_or(BrokerError::Unavailable)?;
+        let result = publish_on(&live.publisher, messages).await;
+        if let Err(BrokerError::Amqp(_)) = &result {
+            self.report_failure();
+        }
+        result
+    }
+
+    /// Publish an envelope to an exchange with a confirm.
+    pub async fn publish_envelope<P: Serialize>(
+        &self,
+        exchange: Exchange,
+        routing_key: &str,
+        envelope: &Envelope<P>,
+    ) -> Result<(), BrokerError> {
+        let msg = Outgoing::envelope(self.inner.names.exchange(exchange), routing_key.to_string(), envelope, 0)?;
+        self.publish(&msg).await
+    }
+
+    async fn supervise(self, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        let mut generation: u64 = 0;
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match self.connect_once(generation + 1).await {
+                Ok(live) => {
+                    generation += 1;
+                    failures = 0;
+                    tracing::info!(generation, url = %redact_url(&self.inner.url), "connected to broker");
+                    let mut events = live.conn.events_listener();
+                    *self.inner.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+                    self.inner.status.send_replace(Some(generation));
+                    metrics::gauge!("l2l_broker_connected").set(1.0);
+                    let mut tick = tokio::time::interval(Duration::from_millis(500));
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            ev = events.next() => match ev {
+                                Some(Event::Error(e)) => {
+                                    tracing::warn!(error = %e, "broker connection error");
+                                    break;
+                                }
+                                Some(_) => {}
+                                None => break,
+                            },
+                            _ = tick.tick() => {}
+                            _ = self.inner.kick.notified() => {}
+                        }
+                        if !live.conn.status().connected() || !live.publisher.status().connected() {
+                            break;
+                        }
+                    }
+                    *self.inner.live.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.inner.status.send_replace(None);
+                    metrics::gauge!("l2l_broker_connected").set(0.0);
+                    if shutdown.is_cancelled() {
+                        let _ = live.conn.close(200, "shutdown".into()).await;
+                        break;
+                    }
+                    tracing::warn!(generation, "lost broker connection; reconnecting");
+                    metrics::counter!("l2l_broker_reconnects_total").increment(1);
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures % 20 == 0 {
+                        tracing::warn!(error = %e, failures, "cannot connect to broker");
+                    }
+                }
+            }
+            // Capped, jittered linear backoff (svix: 300 ms × failures, max a few seconds).
+            let base = Duration::from_millis(300).saturating_mul(failures.max(1));
+            let delay = base.min(self.inner.max_delay);
+            let jitter = rand::random_range(0..=delay.as_millis() as u64 / 4 + 1);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay + Duration::from_millis(jitter)) => {}
+            }
+        }
+    }
+
+    async fn connect_once(&self, generation: u64) -> Result<Live, BrokerError> {
+        // The name shows in the management UI and lets operators (and tests) find this process's
+        // connection: `<namespace>/<pid>`.
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("{}/{}", self.inner.names.namespace(), std::process::id()).into());
+        let conn = tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.inner.url, props))
+            .await
+            .map_err(|_| BrokerError::Unavailable)??;
+        let channel = conn.create_channel().await?;
+        declare(&channel, &self.inner.names, &self.inner.spec).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Live {
+            conn: Arc::new(conn),
+            publisher: channel,
+            generation,
+        })
+    }
+}
+
+/// Publish on a confirm-mode channel and wait for every confirm.
+pub async fn publish_on(channel: &Channel, messages: &[Outgoing]) -> Result<(), BrokerError> {
+    let mut pending = Vec::with_capacity(messages.len());
+    for m in messages {
+        let confirm = channel
+            .basic_publish(
+                ShortString::from(m.exchange.as_str()),
+                ShortString::from(m.routing_key.as_str()),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &m.body,
+                m.properties.clone(),
+            )
+            .await?;
+        pending.push((m, confirm));
+    }
+    for (m, confirm) in pending {
+        match confirm.await? {
+            Confirmation::Ack(None) => {}
+            Confirmation::Ack(Some(_)) => {
+                return Err(BrokerError::Unroutable {
+                    exchange: m.exchange.clone(),
+                    routing_key: m.routing_key.clone(),
+                });
+            }
+            Confirmation::Nack(_) | Confirmation::NotRequested => return Err(BrokerError::Nacked),
+        }
+    }
+    Ok(())
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// Declare the whole topology of DESIGN §3 for `names`. Idempotent: every binary calls it on
+/// every connect.
+pub async fn declare(channel: &Channel, names: &Names, spec: &TopologySpec) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for ex in [Exchange::Events, Exchange::Commands] {
+        channel
+            .exchange_declare(
+                names.exchange(ex).into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let queue_opts = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for q in WorkQueue::ALL {
+        let work = names.queue(q);
+        let dlq = names.dead_letter_queue(q);
+        channel
+            .queue_declare(dlq.as_str().into(), queue_opts, table(&[("x-queue-type", text("quorum"))]))
+            .await?;
+        // Quorum: replicated, and the only type with a delivery limit. A message the broker has
+        // redelivered `delivery_limit` times (a worker crashing on it) is dead-lettered to the DLQ
+        // as poison; at-least-once dead-lettering so that hop cannot lose it either.
+        channel
+            .queue_declare(
+                work.as_str().into(),
+                queue_opts,
+                table(&[
+                    ("x-queue-type", text("quorum")),
+                    ("x-delivery-limit", AMQPValue::LongUInt(spec.delivery_limit)),
+                    ("x-dead-letter-exchange", text("")),
+                    ("x-dead-letter-routing-key", text(&dlq)),
+                    ("x-dead-letter-strategy", text("at-least-once")),
+                    ("x-overflow", text("reject-publish")),
+                ]),
+            )
+            .await?;
+        let (exchange, pattern) = q.binding();
+        channel
+            .queue_bind(
+                work.as_str().into(),
+                names.exchange(exchange).into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        // One queue per tier, each with a queue-wide TTL that dead-letters back to the work queue:
+        // no head-of-line blocking as with per-message TTLs in one queue.
+        for tier in &spec.retry_tiers {
+            channel
+                .queue_declare(
+                    names.retry_queue(q, *tier).into(),
+                    queue_opts,
+                    table(&[
+                        ("x-queue-type", text("quorum")),
+                        ("x-message-ttl", AMQPValue::LongLongInt(tier.as_millis() as i64)),
+                        ("x-dead-letter-exchange", text("")),
+                        ("x-dead-letter-routing-key", text(&work)),
+                        ("x-dead-letter-strategy", text("at-least-once")),
+                        ("x-overflow", text("reject-publish")),
+                    ]),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delete everything [`declare`] created for `names` (tests clean up after themselves).
+pub async fn delete_namespace(url: &str, names: &Names, spec: &TopologySpec) -> Result<(), lapin::Error> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    for q in WorkQueue::ALL {
+        let mut queues = vec![names.queue(q), names.dead_letter_queue(q)];
+        queues.extend(spec.retry_tiers.iter().map(|t| names.retry_queue(q, *t)));
+        for name in queues {
+            channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+    }
+    for ex in [Exchange::Events, Exchange::Commands] {
+        channel
+            .exchange_delete(names.exchange(ex).into(), Default::default())
+            .await?;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Test support shared by every crate's integration tests (feature `testkit`, enabled only as a
+//! dev-dependency): a unique namespace per test on the real broker and Redis, cleaned up on
+//! request, and condition polling instead of sleeps.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::{Connection, ConnectionProperties};
+
+use crate::broker::{TopologySpec, delete_namespace};
+use crate::config::Settings;
+use crate::names::Names;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A unique namespace (`t<uuid>`) and settings pointing at it, with millisecond retry tiers.
+#[derive(Debug, Clone)]
+pub struct TestNamespace {
+    pub settings: Settings,
+}
+
+impl TestNamespace {
+    pub fn new() -> Self {
+        let mut settings = Settings::default();
+        settings.amqp.namespace = format!("t{}", uuid::Uuid::now_v7().simple());
+        settings.amqp.url = std::env::var("L2L_TEST_AMQP_URL").unwrap_or_else(|_| AMQP_URL.into());
+        settings.redis.url = std::env::var("L2L_TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.into());
+        settings.amqp.reconnect_max_delay = Duration::from_millis(500);
+        settings.worker.retry_tiers = vec![Duration::from_millis(50), Duration::from_millis(100)];
+        settings.worker.quick_attempts = 1;
+        settings.worker.quick_base_delay = Duration::from_millis(5);
+        Self { settings }
+    }
+
+    pub fn names(&self) -> Names {
+        self.settings.names()
+    }
+
+    pub fn topology(&self) -> TopologySpec {
+        TopologySpec {
+            delivery_limit: self.settings.amqp.delivery_limit,
+            retry_tiers: self.settings.worker.retry_tiers.clone(),
+        }
+    }
+
+    /// Delete the namespace's queues, exchanges and Redis keys.
+    pub async fn cleanup(&self) {
+        let _ = delete_namespace(&self.settings.amqp.url, &self.names(), &self.topology()).await;
+        if let Ok(client) = redis::Client::open(self.settings.redis.url.as_str())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let pattern = format!("{}:*", self.settings.amqp.namespace);
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+            }
+        }
+    }
+}
+
+impl Default for TestNamespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Poll `check` until it returns `Some`, or panic after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message taken off a queue by [`drain`].
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: lapin::BasicProperties,
+}
+
+impl Taken {
+    pub fn header(&self, name: &str) -> Option<String> {
+        let headers = self.properties.headers().as_ref()?;
+        let value = headers.inner().get(name)?;
+        Some(match value {
+            lapin::types::AMQPValue::LongString(s) => s.to_string(),
+            lapin::types::AMQPValue::ShortString(s) => s.to_string(),
+            other => format!("{other:?}"),
+        })
+    }
+}
+
+/// Take (and ack) every message currently in `queue`.
+pub async fn drain(url: &str, queue: &str) -> Vec<Taken> {
+    let conn = match Connection::connect(url, ConnectionProperties::default()).await {
+        Ok(c) => c,
+        Err(e) => panic!("test broker unreachable: {e}"),
+    };
+    let channel = match conn.create_channel().await {
+        Ok(c) => c,
+        Err(e) => panic!("channel: {e}"),
+    };
+    let mut out = Vec::new();
+    loop {
+        match channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+        {
+            Ok(Some(msg)) => {
+                let _ = msg.delivery.ack(BasicAckOptions::default()).await;
+                out.push(Taken {
+                    routing_key: msg.delivery.routing_key.to_string(),
+                    body: msg.delivery.data.clone(),
+                    properties: msg.delivery.properties.clone(),
+                });
+            }
+            Ok(None) => break,
+            Err(e) => panic!("basic_get on {queue}: {e}"),
+        }
+    }
+    let _ = conn.close(200, "drained".into()).await;
+    out
+}
+
+/// Number of ready messages in `queue` (passive declare).
+pub async fn queue_len(url: &str, queue: &str) -> u32 {
+    let conn = match Connection::connect(url, ConnectionProperties::default()).await {
+        Ok(c) => c,
+        Err(e) => panic!("test broker unreachable: {e}"),
+    };
+    let channel = match conn.create_channel().await {
+        Ok(c) => c,
+        Err(e) => panic!("channel: {e}"),
+    };
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    match q {
+        Ok(q) => q.message_count(),
+        Err(e) => panic!("queue {queue}: {e}"),
+    }
+}
+
+/// A TCP forwarder in front of a real service (the broker, Redis) that a test can cut and
+/// restore, to make "the broker is unreachable" deterministic without touching the shared broker.
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    up: std::sync::atomic::AtomicBool,
+    epoch: std::sync::Mutex<tokio_util::sync::CancellationToken>,
+}
+
+impl TcpProxy {
+    /// Start forwarding a fresh loopback port to `upstream` (e.g. `127.0.0.1:5672`).
+    pub async fn start(upstream: &str) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = std::sync::Arc::new(ProxyState {
+            up: std::sync::atomic::AtomicBool::new(true),
+            epoch: std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()),
+        });
+        let upstream = upstream.to_string();
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !st.up.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let token = st.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, state })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `amqp://guest:guest@<proxy>/%2f`
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// Cut every open connection and refuse new ones.
+    pub fn cut(&self) {
+        self.state.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut epoch = self.state.epoch.lock().unwrap_or_else(|e| e.into_inner());
+        epoch.cancel();
+        *epoch = tokio_util::sync::CancellationToken::new();
+    }
+
+    /// Accept connections again.
+    pub fn restore(&self) {
+        self.state.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Close the broker connections whose client-provided name contains `needle`, with `rabbitmqctl`
+/// (the real operator action). Returns how many were closed.
+pub fn close_broker_connections(needle: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "--no-table-headers", "pid", "client_properties"])
+        .output();
+    let Ok(out) = out else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = 0;
+    for line in text.lines().filter(|l| l.contains(needle)) {
+        let Some(pid) = line.split_whitespace().next() else {
+            continue;
+        };
+        let ok = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "closed by test"])
+            .status()
+            .is_ok_and(|s| s.success());
+        closed += usize::from(ok);
+    }
+    closed
+}
