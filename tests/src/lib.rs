@@ -4,4 +4,5 @@
 //!
 //! The simulators stand in for the two SaaS APIs only; RabbitMQ and Redis are always the real ones.
 
+pub mod bench;
 pub mod sim;

@@ -1,0 +1,5 @@
+//! Benchmarks that print a report (DESIGN §10): each section measures one thing and returns rows for
+//! the markdown table and the JSON file. Speed is measured here, never asserted by timed tests.
+
+pub mod ingest;
+pub mod report;
