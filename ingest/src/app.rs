@@ -48,10 +48,18 @@ impl App {
             clock: Clock::system(),
             prometheus: shared::telemetry::prometheus(),
             hubspot_url: Arc::from(settings.ingest.hubspot_webhook_url()),
-            hubspot_secret: settings.hubspot.client_secret.as_ref().map(|s| Arc::from(s.expose_secret())),
+            hubspot_secret: settings
+                .hubspot
+                .client_secret
+                .as_ref()
+                .map(|s| Arc::from(s.expose_secret())),
             accept_v1_v2: settings.ingest.accept_v1_v2,
             signature_max_age_ms: settings.ingest.signature_max_age.as_millis() as i64,
-            erpnext_secret: settings.erpnext.webhook_secret.as_ref().map(|s| Arc::from(s.expose_secret())),
+            erpnext_secret: settings
+                .erpnext
+                .webhook_secret
+                .as_ref()
+                .map(|s| Arc::from(s.expose_secret())),
             erpnext_site: settings.erpnext.site(),
         };
         Self {
@@ -69,7 +77,10 @@ impl App {
     pub fn router(&self) -> Router {
         let webhooks = Router::new()
             .route("/webhooks/hubspot", post(routes::hubspot::receive))
-            .route("/webhooks/erpnext/{doctype}/{event}", post(routes::erpnext::receive))
+            .route(
+                "/webhooks/erpnext/{doctype}/{event}",
+                post(routes::erpnext::receive),
+            )
             .layer(DefaultBodyLimit::max(self.settings.ingest.max_body_bytes))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -84,7 +95,11 @@ impl App {
     }
 
     /// Serve until `shutdown`; in-flight requests (and their publisher confirms) finish first.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let router = self.router();
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -102,7 +117,11 @@ pub fn topology(settings: &Settings) -> TopologySpec {
 
 /// Run ingest on `listener` until `shutdown` is cancelled. The broker connection outlives the HTTP
 /// server so that requests still in flight at shutdown get their confirms.
-pub async fn run(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let broker_stop = CancellationToken::new();
     let broker = Broker::start(
         &settings.amqp.url,

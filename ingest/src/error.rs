@@ -53,7 +53,8 @@ impl IntoResponse for ApiError {
             .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Senders that honour it (HubSpot retries anyway) come back when the broker may be up.
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
     }
@@ -63,7 +64,11 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> Self {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "too_large", "request body exceeds ingest.max_body_bytes")
+            ApiError::new(
+                status,
+                "too_large",
+                "request body exceeds ingest.max_body_bytes",
+            )
         } else {
             ApiError::new(status, "malformed", r.body_text())
         }

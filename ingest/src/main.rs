@@ -39,7 +39,9 @@ enum ConfigCommand {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Config { command: ConfigCommand::Check } => shared::config::check_command(cli.config.as_deref(), "ingest"),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => shared::config::check_command(cli.config.as_deref(), "ingest"),
         Command::Run => match serve(cli.config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -58,5 +60,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", settings.ingest.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shared::shutdown::on_signal(shutdown.clone()));
-    ingest::run(settings, listener, shutdown).await.context("serving")
+    ingest::run(settings, listener, shutdown)
+        .await
+        .context("serving")
 }

@@ -10,7 +10,8 @@ pub fn webhook(source: &'static str, result: &'static str) {
 }
 
 pub fn published(source: &'static str, routing_key: &str, n: u64) {
-    metrics::counter!(EVENTS_PUBLISHED, "source" => source, "type" => routing_key.to_string()).increment(n);
+    metrics::counter!(EVENTS_PUBLISHED, "source" => source, "type" => routing_key.to_string())
+        .increment(n);
 }
 
 pub fn latency(source: &'static str, seconds: f64) {

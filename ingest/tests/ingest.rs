@@ -12,7 +12,9 @@ use shared::config::Settings;
 use shared::envelope::{Envelope, Kind, Source};
 use shared::names::WorkQueue;
 use shared::signature;
-use shared::testkit::{TcpProxy, TestNamespace, close_broker_connections, drain, eventually, queue_len};
+use shared::testkit::{
+    TcpProxy, TestNamespace, close_broker_connections, drain, eventually, queue_len,
+};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -46,7 +48,9 @@ impl TestIngest {
         settings.erpnext.webhook_secret = Some(FRAPPE_SECRET.into());
         settings.erpnext.site = Some("erp.localhost".into());
         configure(&mut settings);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         settings.ingest.public_url = format!("http://{addr}").parse().expect("url");
         let broker_stop = CancellationToken::new();
@@ -125,7 +129,10 @@ async fn every_hubspot_sdk_vector_over_http() {
         Duration::from_millis(500),
         stop.clone(),
     );
-    assert!(broker.wait_ready(Duration::from_secs(10)).await, "broker up");
+    assert!(
+        broker.wait_ready(Duration::from_secs(10)).await,
+        "broker up"
+    );
     let vectors = read_json("hubspot/signatures/vectors.json");
     let mut checked = 0;
     for v in vectors["vectors"].as_array().expect("vectors") {
@@ -134,9 +141,17 @@ async fn every_hubspot_sdk_vector_over_http() {
             // vector describes a wrong verifier, which the unit test shows we are not.
             continue;
         }
-        let wire = v["raw_request_uri"].as_str().or(v["uri"].as_str()).expect("uri");
+        let wire = v["raw_request_uri"]
+            .as_str()
+            .or(v["uri"].as_str())
+            .expect("uri");
         let url: url::Url = wire.parse().expect("vector url");
-        let endpoint = format!("{}://{}{}", url.scheme(), url.host_str().expect("host"), url.path());
+        let endpoint = format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().expect("host"),
+            url.path()
+        );
         let path = match url.query() {
             Some(q) => format!("/webhooks/hubspot?{q}"),
             None => "/webhooks/hubspot".to_string(),
@@ -152,13 +167,23 @@ async fn every_hubspot_sdk_vector_over_http() {
             req = req.header(k.as_str(), val.as_str().expect("header value"));
         }
         let body = v["body"].as_str().expect("body").to_string();
-        let resp = app.router().oneshot(req.body(Body::from(body)).expect("req")).await.expect("resp");
+        let resp = app
+            .router()
+            .oneshot(req.body(Body::from(body)).expect("req"))
+            .await
+            .expect("resp");
         let name = v["name"].as_str().expect("name");
         if v["expect_valid"] == true {
             // Signature accepted; a body that is not an event batch (a workflow-action payload)
             // is then refused as malformed, never as unauthorized.
-            let is_batch = v["body"].as_str().is_some_and(|b| b.trim_start().starts_with('['));
-            let want = if is_batch { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+            let is_batch = v["body"]
+                .as_str()
+                .is_some_and(|b| b.trim_start().starts_with('['));
+            let want = if is_batch {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             assert_eq!(resp.status(), want, "vector {name}");
         } else {
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "vector {name}");
@@ -177,7 +202,10 @@ async fn every_hubspot_sdk_vector_over_http() {
     }
     let resp = app
         .router()
-        .oneshot(req.body(Body::from(v["body"].as_str().expect("body").to_string())).expect("req"))
+        .oneshot(
+            req.body(Body::from(v["body"].as_str().expect("body").to_string()))
+                .expect("req"),
+        )
         .await
         .expect("resp");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -194,7 +222,8 @@ async fn captured_erpnext_deliveries_verify_and_tampering_is_refused() {
     let mut hooks = std::collections::HashMap::new();
     for entry in std::fs::read_dir(&dir).expect("dir") {
         let path = entry.expect("entry").path();
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
         let b = &doc["request"]["body"];
         if let (Some(name), Some(dt), Some(ev)) = (
             b["name"].as_str(),
@@ -208,7 +237,8 @@ async fn captured_erpnext_deliveries_verify_and_tampering_is_refused() {
     let mut sent = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("dir") {
         let path = entry.expect("entry").path();
-        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
         let Some(body) = doc["request"]["body_raw"].as_str() else {
             continue;
         };
@@ -216,7 +246,9 @@ async fn captured_erpnext_deliveries_verify_and_tampering_is_refused() {
             .get(doc["webhook"].as_str().expect("webhook name"))
             .cloned()
             .expect("known webhook");
-        let sig = doc["request"]["headers"]["X-Frappe-Webhook-Signature"].as_str().expect("sig");
+        let sig = doc["request"]["headers"]["X-Frappe-Webhook-Signature"]
+            .as_str()
+            .expect("sig");
         let url = format!("{}/webhooks/erpnext/{doctype}/{event}", t.base);
         // Frappe sends no Content-Type unless configured: send none.
         let ok = t
@@ -256,10 +288,17 @@ async fn captured_erpnext_deliveries_verify_and_tampering_is_refused() {
     let mut got: Vec<String> = msgs.iter().map(|m| m.routing_key.clone()).collect();
     got.sort();
     sent.sort();
-    assert_eq!(got, sent, "one message per accepted delivery, nothing for refused ones");
+    assert_eq!(
+        got, sent,
+        "one message per accepted delivery, nothing for refused ones"
+    );
     let env: Envelope = serde_json::from_slice(&msgs[0].body).expect("envelope");
     assert_eq!(env.kind, Kind::ErpNextEvent);
-    assert!(env.idempotency_key.starts_with("erpnext:erp.localhost:"), "{}", env.idempotency_key);
+    assert!(
+        env.idempotency_key.starts_with("erpnext:erp.localhost:"),
+        "{}",
+        env.idempotency_key
+    );
     t.stop().await;
 }
 
@@ -267,14 +306,18 @@ async fn captured_erpnext_deliveries_verify_and_tampering_is_refused() {
 async fn a_signed_batch_of_n_events_leaves_n_persistent_messages_and_twice_2n() {
     let t = TestIngest::spawn(|_| {}).await;
     t.wait_ready().await;
-    let body = std::fs::read_to_string(contracts().join("hubspot/webhooks/batch_mixed.json")).expect("batch");
+    let body = std::fs::read_to_string(contracts().join("hubspot/webhooks/batch_mixed.json"))
+        .expect("batch");
     let events: Vec<Value> = serde_json::from_str(&body).expect("events");
     let n = events.len();
     let resp = t.post_hubspot(&body).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let ack: Value = resp.json().await.expect("json");
     assert_eq!(ack["accepted"], n);
-    let correlation = ack["correlation_id"].as_str().expect("correlation").to_string();
+    let correlation = ack["correlation_id"]
+        .as_str()
+        .expect("correlation")
+        .to_string();
 
     let msgs = drain(&t.settings.amqp.url, &t.mapper_queue()).await;
     assert_eq!(msgs.len(), n);
@@ -282,10 +325,19 @@ async fn a_signed_batch_of_n_events_leaves_n_persistent_messages_and_twice_2n() 
         let env: Envelope = serde_json::from_slice(&m.body).expect("envelope");
         assert_eq!(env.kind, Kind::HubSpotEvent);
         assert_eq!(env.source, Source::Hubspot);
-        assert_eq!(env.correlation_id, correlation, "one correlation ID per webhook");
-        assert_eq!(env.idempotency_key, format!("hubspot:{}:{}", ev["portalId"], ev["eventId"]));
+        assert_eq!(
+            env.correlation_id, correlation,
+            "one correlation ID per webhook"
+        );
+        assert_eq!(
+            env.idempotency_key,
+            format!("hubspot:{}:{}", ev["portalId"], ev["eventId"])
+        );
         assert_eq!(env.payload, *ev, "payload is the event as HubSpot sent it");
-        assert_eq!(env.occurred_at.timestamp_millis(), ev["occurredAt"].as_i64().expect("ms"));
+        assert_eq!(
+            env.occurred_at.timestamp_millis(),
+            ev["occurredAt"].as_i64().expect("ms")
+        );
         let st = ev["subscriptionType"].as_str().expect("type");
         assert_eq!(m.routing_key, format!("hubspot.{st}"));
         assert_eq!(m.properties.delivery_mode(), &Some(2), "persistent");
@@ -293,10 +345,20 @@ async fn a_signed_batch_of_n_events_leaves_n_persistent_messages_and_twice_2n() 
             m.properties.message_id().as_ref().map(|s| s.to_string()),
             Some(env.id.to_string())
         );
-        assert_eq!(m.properties.content_type().as_ref().map(|s| s.to_string()).as_deref(), Some("application/json"));
+        assert_eq!(
+            m.properties
+                .content_type()
+                .as_ref()
+                .map(|s| s.to_string())
+                .as_deref(),
+            Some("application/json")
+        );
         assert_eq!(m.header("x-l2l-attempt").as_deref(), Some("LongUInt(0)"));
         assert!(m.header("traceparent").is_some());
-        assert_eq!(m.header("x-l2l-correlation-id").as_deref(), Some(correlation.as_str()));
+        assert_eq!(
+            m.header("x-l2l-correlation-id").as_deref(),
+            Some(correlation.as_str())
+        );
     }
 
     // The same batch twice: ingest never drops (dedup is the mapper's job).
@@ -306,7 +368,11 @@ async fn a_signed_batch_of_n_events_leaves_n_persistent_messages_and_twice_2n() 
     assert_eq!(again.len(), 2 * n);
     let correlations: std::collections::HashSet<String> = again
         .iter()
-        .map(|m| serde_json::from_slice::<Envelope>(&m.body).expect("env").correlation_id)
+        .map(|m| {
+            serde_json::from_slice::<Envelope>(&m.body)
+                .expect("env")
+                .correlation_id
+        })
         .collect();
     assert_eq!(correlations.len(), 2);
     t.stop().await;
@@ -328,7 +394,9 @@ async fn bad_requests_get_clear_json_errors() {
         (s, r.json().await.expect("json body"))
     }
     // Malformed JSON, correctly signed.
-    expect(StatusCode::BAD_REQUEST, "malformed")(parts(t.post_hubspot("[{\"eventId\": ").await).await);
+    expect(StatusCode::BAD_REQUEST, "malformed")(
+        parts(t.post_hubspot("[{\"eventId\": ").await).await,
+    );
     // A JSON object that is not a batch.
     expect(StatusCode::BAD_REQUEST, "malformed")(parts(t.post_hubspot("{\"a\":1}").await).await);
     // Over-size body.
@@ -336,11 +404,20 @@ async fn bad_requests_get_clear_json_errors() {
     expect(StatusCode::PAYLOAD_TOO_LARGE, "too_large")(parts(t.post_hubspot(&big).await).await);
     // Stale timestamp (6 minutes old).
     let old = (chrono::Utc::now().timestamp_millis() - 360_000).to_string();
-    expect(StatusCode::UNAUTHORIZED, "invalid_signature")(parts(t.post_hubspot_signed("[]", &old).await).await);
+    expect(StatusCode::UNAUTHORIZED, "invalid_signature")(
+        parts(t.post_hubspot_signed("[]", &old).await).await,
+    );
     // Missing timestamp.
     let url = format!("{}/webhooks/hubspot", t.base);
     let sig = signature::hubspot_v3_sign(SECRET, "POST", &url, b"[]", "");
-    let r = t.http.post(&url).header("X-HubSpot-Signature-v3", sig).body("[]").send().await.expect("send");
+    let r = t
+        .http
+        .post(&url)
+        .header("X-HubSpot-Signature-v3", sig)
+        .body("[]")
+        .send()
+        .await
+        .expect("send");
     expect(StatusCode::UNAUTHORIZED, "invalid_signature")(parts(r).await);
     // No signature at all.
     let r = t.http.post(&url).body("[]").send().await.expect("send");
@@ -357,12 +434,26 @@ async fn bad_requests_get_clear_json_errors() {
         .await
         .expect("send");
     expect(StatusCode::BAD_REQUEST, "malformed")(parts(r).await);
-    assert_eq!(queue_len(&t.settings.amqp.url, &t.mapper_queue()).await, 0, "nothing enqueued");
-    let metrics = t.http.get(format!("{}/metrics", t.base)).send().await.expect("metrics");
+    assert_eq!(
+        queue_len(&t.settings.amqp.url, &t.mapper_queue()).await,
+        0,
+        "nothing enqueued"
+    );
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .expect("metrics");
     let text = metrics.text().await.expect("text");
     assert!(text.contains("l2l_webhooks_received_total"), "{text}");
     assert_eq!(
-        t.http.get(format!("{}/healthz", t.base)).send().await.expect("healthz").status(),
+        t.http
+            .get(format!("{}/healthz", t.base))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
         StatusCode::OK
     );
     t.stop().await;
@@ -373,20 +464,26 @@ async fn broker_unreachable_gives_503_then_recovers_without_restart() {
     let proxy = TcpProxy::start("127.0.0.1:5672").await.expect("proxy");
     let t = TestIngest::spawn(|s| s.amqp.url = proxy.amqp_url()).await;
     t.wait_ready().await;
-    let body = std::fs::read_to_string(contracts().join("hubspot/webhooks/single_deal_closedwon.json")).expect("body");
+    let body =
+        std::fs::read_to_string(contracts().join("hubspot/webhooks/single_deal_closedwon.json"))
+            .expect("body");
     assert_eq!(t.post_hubspot(&body).await.status(), StatusCode::OK);
 
     proxy.cut();
     let http = t.http.clone();
     let ready = format!("{}/readyz", t.base);
-    eventually(Duration::from_secs(10), "readyz to report the broker down", || {
-        let http = http.clone();
-        let ready = ready.clone();
-        async move {
-            let r = http.get(ready).send().await.ok()?;
-            (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "readyz to report the broker down",
+        || {
+            let http = http.clone();
+            let ready = ready.clone();
+            async move {
+                let r = http.get(ready).send().await.ok()?;
+                (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+            }
+        },
+    )
     .await;
     let resp = t.post_hubspot(&body).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -398,7 +495,18 @@ async fn broker_unreachable_gives_503_then_recovers_without_restart() {
     t.wait_ready().await;
     assert_eq!(t.post_hubspot(&body).await.status(), StatusCode::OK);
     // Exactly the two acknowledged deliveries are queued; the refused one is not.
-    assert_eq!(drain(&t.settings.amqp.url.replace(&proxy.addr().to_string(), "127.0.0.1:5672"), &t.mapper_queue()).await.len(), 2);
+    assert_eq!(
+        drain(
+            &t.settings
+                .amqp
+                .url
+                .replace(&proxy.addr().to_string(), "127.0.0.1:5672"),
+            &t.mapper_queue()
+        )
+        .await
+        .len(),
+        2
+    );
     t.stop().await;
 }
 
@@ -406,7 +514,9 @@ async fn broker_unreachable_gives_503_then_recovers_without_restart() {
 async fn rabbitmqctl_closing_the_connection_is_survived() {
     let t = TestIngest::spawn(|_| {}).await;
     t.wait_ready().await;
-    let body = std::fs::read_to_string(contracts().join("hubspot/webhooks/single_deal_closedwon.json")).expect("body");
+    let body =
+        std::fs::read_to_string(contracts().join("hubspot/webhooks/single_deal_closedwon.json"))
+            .expect("body");
     assert_eq!(t.post_hubspot(&body).await.status(), StatusCode::OK);
     let closed = close_broker_connections(t.ns.names().namespace());
     assert!(closed >= 1, "rabbitmqctl closed our connection");
@@ -416,16 +526,25 @@ async fn rabbitmqctl_closing_the_connection_is_survived() {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let status = t.post_hubspot(&body).await.status();
-        assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE, "{status}");
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
         if status == StatusCode::OK {
             accepted += 1;
             if accepted >= 3 {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "ingest did not recover");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest did not recover"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(drain(&t.settings.amqp.url, &t.mapper_queue()).await.len(), accepted);
+    assert_eq!(
+        drain(&t.settings.amqp.url, &t.mapper_queue()).await.len(),
+        accepted
+    );
     t.stop().await;
 }

@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind,
+};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -35,8 +37,13 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
     #[error("broker did not confirm the message (nack)")]
     Nacked,
-    #[error("message was unroutable: no queue bound for exchange {exchange:?} routing key {routing_key:?}")]
-    Unroutable { exchange: String, routing_key: String },
+    #[error(
+        "message was unroutable: no queue bound for exchange {exchange:?} routing key {routing_key:?}"
+    )]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
     #[error("cannot encode message: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -44,7 +51,10 @@ pub enum BrokerError {
 impl BrokerError {
     /// Whether trying again later may succeed (connection trouble) or not (a routing bug).
     pub fn is_transient(&self) -> bool {
-        matches!(self, BrokerError::Unavailable | BrokerError::Amqp(_) | BrokerError::Nacked)
+        matches!(
+            self,
+            BrokerError::Unavailable | BrokerError::Amqp(_) | BrokerError::Nacked
+        )
     }
 }
 
@@ -139,7 +149,13 @@ impl Broker {
     /// Start the supervisor; it connects in the background and keeps reconnecting until
     /// `shutdown` is cancelled. The broker being down at start is not an error: ingest must come
     /// up and answer 503 rather than crash-loop.
-    pub fn start(url: &str, names: Names, spec: TopologySpec, max_delay: Duration, shutdown: CancellationToken) -> Self {
+    pub fn start(
+        url: &str,
+        names: Names,
+        spec: TopologySpec,
+        max_delay: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (status, _) = watch::channel(None);
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -173,11 +189,17 @@ impl Broker {
     /// Wait until connected, up to `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut rx = self.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn live(&self) -> Option<Live> {
-        self.inner.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Tell the supervisor that an operation failed; it checks the connection at once.
@@ -188,8 +210,14 @@ impl Broker {
     /// A new channel with publisher confirms on the live connection, for a consumer.
     pub async fn channel(&self) -> Result<(Channel, u64), BrokerError> {
         let live = self.live().ok_or(BrokerError::Unavailable)?;
-        let channel = live.conn.create_channel().await.inspect_err(|_| self.report_failure())?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let channel = live
+            .conn
+            .create_channel()
+            .await
+            .inspect_err(|_| self.report_failure())?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok((channel, live.generation))
     }
 
@@ -216,7 +244,12 @@ impl Broker {
         routing_key: &str,
         envelope: &Envelope<P>,
     ) -> Result<(), BrokerError> {
-        let msg = Outgoing::envelope(self.inner.names.exchange(exchange), routing_key.to_string(), envelope, 0)?;
+        let msg = Outgoing::envelope(
+            self.inner.names.exchange(exchange),
+            routing_key.to_string(),
+            envelope,
+            0,
+        )?;
         self.publish(&msg).await
     }
 
@@ -233,7 +266,8 @@ impl Broker {
                     failures = 0;
                     tracing::info!(generation, url = %redact_url(&self.inner.url), "connected to broker");
                     let mut events = live.conn.events_listener();
-                    *self.inner.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+                    *self.inner.live.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some(live.clone());
                     self.inner.status.send_replace(Some(generation));
                     metrics::gauge!("l2l_broker_connected").set(1.0);
                     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -286,14 +320,20 @@ impl Broker {
     async fn connect_once(&self, generation: u64) -> Result<Live, BrokerError> {
         // The name shows in the management UI and lets operators (and tests) find this process's
         // connection: `<namespace>/<pid>`.
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("{}/{}", self.inner.names.namespace(), std::process::id()).into());
-        let conn = tokio::time::timeout(Duration::from_secs(10), Connection::connect(&self.inner.url, props))
-            .await
-            .map_err(|_| BrokerError::Unavailable)??;
+        let props = ConnectionProperties::default().with_connection_name(
+            format!("{}/{}", self.inner.names.namespace(), std::process::id()).into(),
+        );
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            Connection::connect(&self.inner.url, props),
+        )
+        .await
+        .map_err(|_| BrokerError::Unavailable)??;
         let channel = conn.create_channel().await?;
         declare(&channel, &self.inner.names, &self.inner.spec).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Live {
             conn: Arc::new(conn),
             publisher: channel,
@@ -349,7 +389,11 @@ fn text(s: &str) -> AMQPValue {
 
 /// Declare the whole topology of DESIGN §3 for `names`. Idempotent: every binary calls it on
 /// every connect.
-pub async fn declare(channel: &Channel, names: &Names, spec: &TopologySpec) -> Result<(), lapin::Error> {
+pub async fn declare(
+    channel: &Channel,
+    names: &Names,
+    spec: &TopologySpec,
+) -> Result<(), lapin::Error> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -372,7 +416,11 @@ pub async fn declare(channel: &Channel, names: &Names, spec: &TopologySpec) -> R
         let work = names.queue(q);
         let dlq = names.dead_letter_queue(q);
         channel
-            .queue_declare(dlq.as_str().into(), queue_opts, table(&[("x-queue-type", text("quorum"))]))
+            .queue_declare(
+                dlq.as_str().into(),
+                queue_opts,
+                table(&[("x-queue-type", text("quorum"))]),
+            )
             .await?;
         // Quorum: replicated, and the only type with a delivery limit. A message the broker has
         // redelivered `delivery_limit` times (a worker crashing on it) is dead-lettered to the DLQ
@@ -410,7 +458,10 @@ pub async fn declare(channel: &Channel, names: &Names, spec: &TopologySpec) -> R
                     queue_opts,
                     table(&[
                         ("x-queue-type", text("quorum")),
-                        ("x-message-ttl", AMQPValue::LongLongInt(tier.as_millis() as i64)),
+                        (
+                            "x-message-ttl",
+                            AMQPValue::LongLongInt(tier.as_millis() as i64),
+                        ),
                         ("x-dead-letter-exchange", text("")),
                         ("x-dead-letter-routing-key", text(&work)),
                         ("x-dead-letter-strategy", text("at-least-once")),
@@ -424,7 +475,11 @@ pub async fn declare(channel: &Channel, names: &Names, spec: &TopologySpec) -> R
 }
 
 /// Delete everything [`declare`] created for `names` (tests clean up after themselves).
-pub async fn delete_namespace(url: &str, names: &Names, spec: &TopologySpec) -> Result<(), lapin::Error> {
+pub async fn delete_namespace(
+    url: &str,
+    names: &Names,
+    spec: &TopologySpec,
+) -> Result<(), lapin::Error> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     for q in WorkQueue::ALL {

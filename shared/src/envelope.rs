@@ -99,7 +99,13 @@ pub struct Envelope<P = serde_json::Value> {
 
 impl<P> Envelope<P> {
     /// A message derived from `parent` (same correlation, new id), e.g. a command from an event.
-    pub fn derive<Q>(&self, kind: Kind, idempotency_key: String, source: Source, payload: Q) -> Envelope<Q> {
+    pub fn derive<Q>(
+        &self,
+        kind: Kind,
+        idempotency_key: String,
+        source: Source,
+        payload: Q,
+    ) -> Envelope<Q> {
         Envelope {
             id: Uuid::now_v7(),
             kind,
@@ -135,7 +141,12 @@ pub fn command_key(source_key: &str, kind: &Kind, target: &str) -> String {
     h.update(kind.as_str().as_bytes());
     h.update([0]);
     h.update(target.as_bytes());
-    format!("{}:{}:{}", kind.as_str(), target, &hex::encode(h.finalize())[..16])
+    format!(
+        "{}:{}:{}",
+        kind.as_str(),
+        target,
+        &hex::encode(h.finalize())[..16]
+    )
 }
 
 #[cfg(test)]
@@ -148,7 +159,10 @@ mod tests {
         assert_eq!(k, Kind::Unknown("erp.explode".into()));
         let k: Kind = serde_json::from_str("\"erp.sync_deal\"").expect("decodes");
         assert_eq!(k, Kind::ErpSyncDeal);
-        assert_eq!(serde_json::to_string(&Kind::CrmUpdateDeal).expect("enc"), "\"crm.update_deal\"");
+        assert_eq!(
+            serde_json::to_string(&Kind::CrmUpdateDeal).expect("enc"),
+            "\"crm.update_deal\""
+        );
     }
 
     #[test]

@@ -99,7 +99,9 @@ mod tests {
     use super::*;
 
     fn contract(path: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts").join(path);
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/contracts")
+            .join(path);
         std::fs::read_to_string(p).expect("contract file")
     }
 
@@ -113,11 +115,18 @@ mod tests {
             let raw: serde_json::Value = serde_json::from_str(&contract(file)).expect("json");
             let events: Vec<HubSpotEvent> = serde_json::from_value(raw.clone()).expect("events");
             assert!(!events.is_empty());
-            assert_eq!(serde_json::to_value(&events).expect("enc"), raw, "{file} loses nothing");
+            assert_eq!(
+                serde_json::to_value(&events).expect("enc"),
+                raw,
+                "{file} loses nothing"
+            );
         }
         let events: Vec<HubSpotEvent> =
             serde_json::from_str(&contract("hubspot/webhooks/batch_mixed.json")).expect("events");
-        assert_eq!(events[4].object_and_event(), Some(("deal", "propertyChange")));
+        assert_eq!(
+            events[4].object_and_event(),
+            Some(("deal", "propertyChange"))
+        );
         assert_eq!(events[4].property_value.as_deref(), Some("closedwon"));
         assert_eq!(events[0].idempotency_key(), "hubspot:62515:3771652900");
     }
@@ -125,7 +134,8 @@ mod tests {
     #[test]
     fn redelivered_events_share_one_key() {
         let a: Vec<HubSpotEvent> =
-            serde_json::from_str(&contract("hubspot/webhooks/redelivery_first_attempt.json")).expect("a");
+            serde_json::from_str(&contract("hubspot/webhooks/redelivery_first_attempt.json"))
+                .expect("a");
         let b: Vec<HubSpotEvent> =
             serde_json::from_str(&contract("hubspot/webhooks/redelivery_retry.json")).expect("b");
         assert_ne!(a[0].attempt_number, b[0].attempt_number);
@@ -134,9 +144,10 @@ mod tests {
 
     #[test]
     fn erpnext_key_comes_from_name_and_modified() {
-        let cap: serde_json::Value =
-            serde_json::from_str(&contract("erpnext/webhooks/sales_invoice_on_change_paid_after_payment_entry.json"))
-                .expect("json");
+        let cap: serde_json::Value = serde_json::from_str(&contract(
+            "erpnext/webhooks/sales_invoice_on_change_paid_after_payment_entry.json",
+        ))
+        .expect("json");
         let doc: serde_json::Value =
             serde_json::from_str(cap["request"]["body_raw"].as_str().expect("raw")).expect("body");
         let e = ErpNextEvent {
@@ -147,7 +158,9 @@ mod tests {
         };
         assert_eq!(
             e.idempotency_key().as_deref(),
-            Some("erpnext:erp.localhost:Sales Invoice:ACC-SINV-2026-00001:2026-11-24 12:17:41.035485")
+            Some(
+                "erpnext:erp.localhost:Sales Invoice:ACC-SINV-2026-00001:2026-11-24 12:17:41.035485"
+            )
         );
     }
 }

@@ -56,10 +56,21 @@ fn unreachable_hmac() -> ! {
 }
 
 /// HubSpot v3: `base64(HMAC_SHA256(secret, method + uri + body + timestamp))`.
-pub fn hubspot_v3_sign(secret: &str, method: &str, uri: &str, body: &[u8], timestamp: &str) -> String {
+pub fn hubspot_v3_sign(
+    secret: &str,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+    timestamp: &str,
+) -> String {
     STANDARD.encode(hmac_sha256(
         secret.as_bytes(),
-        &[method.as_bytes(), uri.as_bytes(), body, timestamp.as_bytes()],
+        &[
+            method.as_bytes(),
+            uri.as_bytes(),
+            body,
+            timestamp.as_bytes(),
+        ],
     ))
 }
 
@@ -100,7 +111,12 @@ pub struct V3Request<'a> {
 
 /// Verify a v3 signature. `now_ms` is injected so tests can pin the clock to a vector's time;
 /// `max_age_ms` is the replay window ([`HUBSPOT_MAX_AGE_MS`] unless configured).
-pub fn verify_hubspot_v3(secret: &str, req: &V3Request<'_>, now_ms: i64, max_age_ms: i64) -> Result<(), SignatureError> {
+pub fn verify_hubspot_v3(
+    secret: &str,
+    req: &V3Request<'_>,
+    now_ms: i64,
+    max_age_ms: i64,
+) -> Result<(), SignatureError> {
     let V3Request {
         method,
         uri,
@@ -124,7 +140,12 @@ pub fn verify_hubspot_v3(secret: &str, req: &V3Request<'_>, now_ms: i64, max_age
         .map_err(|_| SignatureError::Mismatch)?;
     let expected = hmac_sha256(
         secret.as_bytes(),
-        &[method.as_bytes(), uri.as_bytes(), body, timestamp.as_bytes()],
+        &[
+            method.as_bytes(),
+            uri.as_bytes(),
+            body,
+            timestamp.as_bytes(),
+        ],
     );
     if ct_eq(&given, &expected) {
         Ok(())
@@ -147,7 +168,10 @@ pub fn verify_hubspot_v1_v2(
         "v2" => hubspot_v2_sign(secret, method, uri, body),
         other => return Err(SignatureError::VersionNotAccepted(other.to_string())),
     };
-    if ct_eq(signature.trim().to_ascii_lowercase().as_bytes(), expected.as_bytes()) {
+    if ct_eq(
+        signature.trim().to_ascii_lowercase().as_bytes(),
+        expected.as_bytes(),
+    ) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
@@ -196,7 +220,11 @@ pub fn frappe_sign(secret: &str, body: &[u8]) -> String {
     STANDARD.encode(hmac_sha256(secret.as_bytes(), &[body]))
 }
 
-pub fn verify_frappe(secret: &str, body: &[u8], signature: Option<&str>) -> Result<(), SignatureError> {
+pub fn verify_frappe(
+    secret: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<(), SignatureError> {
     let signature = signature.ok_or(SignatureError::MissingHeader(FRAPPE_SIGNATURE))?;
     let given = STANDARD
         .decode(signature.trim())
@@ -265,8 +293,7 @@ mod tests {
                         timestamp: Some(&v.timestamp),
                         signature: Some(&v.signature),
                     };
-                    verify_hubspot_v3(&v.client_secret, &req, now, HUBSPOT_MAX_AGE_MS)
-                    .is_ok()
+                    verify_hubspot_v3(&v.client_secret, &req, now, HUBSPOT_MAX_AGE_MS).is_ok()
                 }
                 ver => verify_hubspot_v1_v2(
                     &v.client_secret,
@@ -293,11 +320,23 @@ mod tests {
             signature: Some(&sig),
         };
         assert!(verify_hubspot_v3("s", &req, 1000, HUBSPOT_MAX_AGE_MS).is_ok());
-        let tampered = V3Request { body: b"[ ]", ..req };
-        assert_eq!(verify_hubspot_v3("s", &tampered, 1000, HUBSPOT_MAX_AGE_MS), Err(SignatureError::Mismatch));
-        assert_eq!(verify_hubspot_v3("s", &req, 301_000, HUBSPOT_MAX_AGE_MS), Err(SignatureError::Stale));
+        let tampered = V3Request {
+            body: b"[ ]",
+            ..req
+        };
+        assert_eq!(
+            verify_hubspot_v3("s", &tampered, 1000, HUBSPOT_MAX_AGE_MS),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_hubspot_v3("s", &req, 301_000, HUBSPOT_MAX_AGE_MS),
+            Err(SignatureError::Stale)
+        );
         assert!(verify_hubspot_v3("s", &req, 299_999, HUBSPOT_MAX_AGE_MS).is_ok());
-        let no_ts = V3Request { timestamp: None, ..req };
+        let no_ts = V3Request {
+            timestamp: None,
+            ..req
+        };
         assert_eq!(
             verify_hubspot_v3("s", &no_ts, 1000, HUBSPOT_MAX_AGE_MS),
             Err(SignatureError::MissingHeader(HUBSPOT_TIMESTAMP))
@@ -317,9 +356,10 @@ mod tests {
     #[test]
     fn every_captured_frappe_delivery_verifies_and_tampering_fails() {
         let dir = contracts().join("erpnext/webhooks");
-        let secret: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("secret.json")).expect("secret"))
-                .expect("json");
+        let secret: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("secret.json")).expect("secret"),
+        )
+        .expect("json");
         let secret = secret["webhook_secret"].as_str().expect("secret string");
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).expect("dir") {
@@ -332,7 +372,10 @@ mod tests {
             let sig = doc["request"]["headers"]["X-Frappe-Webhook-Signature"]
                 .as_str()
                 .expect("signature header");
-            assert!(verify_frappe(secret, body.as_bytes(), Some(sig)).is_ok(), "{path:?}");
+            assert!(
+                verify_frappe(secret, body.as_bytes(), Some(sig)).is_ok(),
+                "{path:?}"
+            );
             let tampered = body.replacen('1', "2", 1);
             assert!(verify_frappe(secret, tampered.as_bytes(), Some(sig)).is_err());
             assert!(verify_frappe("wrong-secret", body.as_bytes(), Some(sig)).is_err());

@@ -26,7 +26,8 @@ impl TestNamespace {
         let mut settings = Settings::default();
         settings.amqp.namespace = format!("t{}", uuid::Uuid::now_v7().simple());
         settings.amqp.url = std::env::var("L2L_TEST_AMQP_URL").unwrap_or_else(|_| AMQP_URL.into());
-        settings.redis.url = std::env::var("L2L_TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.into());
+        settings.redis.url =
+            std::env::var("L2L_TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.into());
         settings.amqp.reconnect_max_delay = Duration::from_millis(500);
         settings.worker.retry_tiers = vec![Duration::from_millis(50), Duration::from_millis(100)];
         settings.worker.quick_attempts = 1;
@@ -225,7 +226,9 @@ impl TcpProxy {
 
     /// Cut every open connection and refuse new ones.
     pub fn cut(&self) {
-        self.state.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let mut epoch = self.state.epoch.lock().unwrap_or_else(|e| e.into_inner());
         epoch.cancel();
         *epoch = tokio_util::sync::CancellationToken::new();
@@ -233,7 +236,9 @@ impl TcpProxy {
 
     /// Accept connections again.
     pub fn restore(&self) {
-        self.state.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -241,7 +246,13 @@ impl TcpProxy {
 /// (the real operator action). Returns how many were closed.
 pub fn close_broker_connections(needle: &str) -> usize {
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["list_connections", "-q", "--no-table-headers", "pid", "client_properties"])
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
         .output();
     let Ok(out) = out else {
         return 0;

@@ -32,13 +32,19 @@ pub async fn receive(
     let started = std::time::Instant::now();
     let result = handle(&state, doctype, event, &headers, body).await;
     metrics::latency("erpnext", started.elapsed().as_secs_f64());
-    metrics::webhook("erpnext", result.as_ref().map_or_else(|e| e.code, |_| "accepted"));
+    metrics::webhook(
+        "erpnext",
+        result.as_ref().map_or_else(|e| e.code, |_| "accepted"),
+    );
     result
 }
 
 /// Doctype names are words and spaces (`Sales Invoice`); events are snake_case (`on_change`).
 fn valid_doctype(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ' ' || c == '_')
 }
 
 fn valid_event(s: &str) -> bool {
@@ -59,16 +65,21 @@ async fn handle(
         )));
     }
     let Some(secret) = state.erpnext_secret.as_deref() else {
-        return Err(ApiError::unavailable("ingest has no erpnext.webhook_secret configured"));
+        return Err(ApiError::unavailable(
+            "ingest has no erpnext.webhook_secret configured",
+        ));
     };
     let sig = headers
         .get(signature::FRAPPE_SIGNATURE)
         .and_then(|v| v.to_str().ok());
-    signature::verify_frappe(secret, &body, sig).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    signature::verify_frappe(secret, &body, sig)
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::malformed(format!("body is not JSON: {e}")))?;
     if !doc.is_object() {
-        return Err(ApiError::malformed("body must be a JSON object (the webhook's JSON template)"));
+        return Err(ApiError::malformed(
+            "body must be a JSON object (the webhook's JSON template)",
+        ));
     }
     let payload = ErpNextEvent {
         site: state.erpnext_site.clone(),
@@ -77,7 +88,9 @@ async fn handle(
         doc,
     };
     let idempotency_key = payload.idempotency_key().ok_or_else(|| {
-        ApiError::malformed("body must carry the document's \"name\" and \"modified\" (see erp-writer setup)")
+        ApiError::malformed(
+            "body must carry the document's \"name\" and \"modified\" (see erp-writer setup)",
+        )
     })?;
     let correlation_id = Uuid::now_v7().to_string();
     let now = Utc::now();
@@ -92,10 +105,17 @@ async fn handle(
         source: Source::Erpnext,
         payload,
     };
-    let msg = Outgoing::envelope(state.names.exchange(Exchange::Events), routing_key, &envelope, 0)
-        .map_err(|e| ApiError::malformed(format!("cannot encode event: {e}")))?;
+    let msg = Outgoing::envelope(
+        state.names.exchange(Exchange::Events),
+        routing_key,
+        &envelope,
+        0,
+    )
+    .map_err(|e| ApiError::malformed(format!("cannot encode event: {e}")))?;
     super::publish(state, std::slice::from_ref(&msg)).await?;
     metrics::published("erpnext", &msg.routing_key, 1);
     tracing::info!(%correlation_id, routing_key = %msg.routing_key, "erpnext webhook accepted");
-    Ok(Json(json!({"accepted": 1, "correlation_id": correlation_id})))
+    Ok(Json(
+        json!({"accepted": 1, "correlation_id": correlation_id}),
+    ))
 }

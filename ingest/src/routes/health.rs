@@ -13,7 +13,10 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.broker.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready", "broker": "connected"})))
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "broker": "connected"})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

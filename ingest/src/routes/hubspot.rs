@@ -4,11 +4,11 @@
 //! `<ingest.public_url>/webhooks/hubspot`, plus the query string as it arrived), not the address
 //! this process listens on: TLS usually ends at a proxy, which may also rewrite the path.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, State};
 use axum::http::HeaderMap;
-use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use shared::broker::Outgoing;
@@ -31,7 +31,10 @@ pub async fn receive(
     let started = std::time::Instant::now();
     let result = handle(&state, &uri, &headers, body).await;
     metrics::latency("hubspot", started.elapsed().as_secs_f64());
-    metrics::webhook("hubspot", result.as_ref().map_or_else(|e| e.code, |_| "accepted"));
+    metrics::webhook(
+        "hubspot",
+        result.as_ref().map_or_else(|e| e.code, |_| "accepted"),
+    );
     result
 }
 
@@ -43,8 +46,9 @@ async fn handle(
 ) -> Result<Json<Value>, ApiError> {
     let body = body?;
     verify(state, uri, headers, &body)?;
-    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::malformed(format!("body is not a JSON array of HubSpot events: {e}")))?;
+    let events: Vec<HubSpotEvent> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::malformed(format!("body is not a JSON array of HubSpot events: {e}"))
+    })?;
     let correlation_id = Uuid::now_v7().to_string();
     let received_at = Utc::now();
     let exchange = state.names.exchange(Exchange::Events);
@@ -67,8 +71,9 @@ async fn handle(
             source: Source::Hubspot,
             payload: event,
         };
-        let msg = Outgoing::envelope(exchange.clone(), routing_key, &envelope, 0)
-            .map_err(|e| ApiError::malformed(format!("cannot encode event {}: {e}", event.event_id)))?;
+        let msg = Outgoing::envelope(exchange.clone(), routing_key, &envelope, 0).map_err(|e| {
+            ApiError::malformed(format!("cannot encode event {}: {e}", event.event_id))
+        })?;
         messages.push(msg);
     }
     super::publish(state, &messages).await?;
@@ -76,7 +81,9 @@ async fn handle(
         metrics::published("hubspot", &m.routing_key, 1);
     }
     tracing::info!(%correlation_id, events = events.len(), "hubspot webhook accepted");
-    Ok(Json(json!({"accepted": events.len(), "correlation_id": correlation_id})))
+    Ok(Json(
+        json!({"accepted": events.len(), "correlation_id": correlation_id}),
+    ))
 }
 
 fn millis(ms: i64) -> Option<DateTime<Utc>> {
@@ -87,11 +94,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn verify(state: &AppState, uri: &axum::http::Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+fn verify(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
     let Some(secret) = state.hubspot_secret.as_deref() else {
         // Refuse rather than accept unsigned data; 503 makes HubSpot retry once the operator has
         // set the secret, so nothing is lost.
-        return Err(ApiError::unavailable("ingest has no hubspot.client_secret configured"));
+        return Err(ApiError::unavailable(
+            "ingest has no hubspot.client_secret configured",
+        ));
     };
     let public = public_uri(&state.hubspot_url, uri);
     let result = if headers.contains_key(signature::HUBSPOT_SIGNATURE_V3) {
@@ -102,7 +116,12 @@ fn verify(state: &AppState, uri: &axum::http::Uri, headers: &HeaderMap, body: &[
             timestamp: header(headers, signature::HUBSPOT_TIMESTAMP),
             signature: header(headers, signature::HUBSPOT_SIGNATURE_V3),
         };
-        signature::verify_hubspot_v3(secret, &req, state.clock.now_ms(), state.signature_max_age_ms)
+        signature::verify_hubspot_v3(
+            secret,
+            &req,
+            state.clock.now_ms(),
+            state.signature_max_age_ms,
+        )
     } else if let Some(sig) = header(headers, signature::HUBSPOT_SIGNATURE) {
         let version = header(headers, signature::HUBSPOT_SIGNATURE_VERSION).unwrap_or("v1");
         if state.accept_v1_v2 {
@@ -111,7 +130,9 @@ fn verify(state: &AppState, uri: &axum::http::Uri, headers: &HeaderMap, body: &[
             Err(SignatureError::VersionNotAccepted(version.to_string()))
         }
     } else {
-        Err(SignatureError::MissingHeader(signature::HUBSPOT_SIGNATURE_V3))
+        Err(SignatureError::MissingHeader(
+            signature::HUBSPOT_SIGNATURE_V3,
+        ))
     };
     result.map_err(|e| ApiError::unauthorized(e.to_string()))
 }

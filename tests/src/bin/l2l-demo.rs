@@ -32,7 +32,12 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let ready = format!("http://{addr}/readyz");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !http.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+    while !http
+        .get(&ready)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
         if std::time::Instant::now() > deadline {
             bail!("ingest did not become ready: is RabbitMQ running? (deploy/services.sh)");
         }
@@ -50,13 +55,20 @@ async fn main() -> anyhow::Result<()> {
         .body(SAMPLE)
         .send()
         .await?;
-    println!("▶ POST /webhooks/hubspot (5 signed events) → {} {}", resp.status(), resp.text().await?);
+    println!(
+        "▶ POST /webhooks/hubspot (5 signed events) → {} {}",
+        resp.status(),
+        resp.text().await?
+    );
 
     let queue = settings.names().queue(WorkQueue::Mapper);
     let msgs = shared_queue_peek(&settings.amqp.url, &queue).await?;
     println!("▶ {} message(s) now queued on {queue}:", msgs.len());
     for (rk, env) in &msgs {
-        println!("   {rk:<32} key={:<28} correlation={}", env.idempotency_key, env.correlation_id);
+        println!(
+            "   {rk:<32} key={:<28} correlation={}",
+            env.idempotency_key, env.correlation_id
+        );
     }
     shutdown.cancel();
     let _ = server.await;
@@ -70,13 +82,20 @@ async fn shared_queue_peek(url: &str, queue: &str) -> anyhow::Result<Vec<(String
     let ch = conn.create_channel().await?;
     let mut out = Vec::new();
     let mut tags = Vec::new();
-    while let Some(m) = ch.basic_get(queue.into(), BasicGetOptions::default()).await? {
+    while let Some(m) = ch
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await?
+    {
         let env: Envelope = serde_json::from_slice(&m.delivery.data)?;
         out.push((m.delivery.routing_key.to_string(), env));
         tags.push(m.delivery);
     }
     for d in tags {
-        d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+        d.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await?;
     }
     let _ = conn.close(200, "demo".into()).await;
     Ok(out)
