@@ -301,7 +301,7 @@ impl Broker {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    if failures == 1 || failures % 20 == 0 {
+                    if failures == 1 || failures.is_multiple_of(20) {
                         tracing::warn!(error = %e, failures, "cannot connect to broker");
                     }
                 }

@@ -31,7 +31,11 @@ pub enum WorkQueue {
 }
 
 impl WorkQueue {
-    pub const ALL: [WorkQueue; 3] = [WorkQueue::Mapper, WorkQueue::ErpWriter, WorkQueue::CrmWriter];
+    pub const ALL: [WorkQueue; 3] = [
+        WorkQueue::Mapper,
+        WorkQueue::ErpWriter,
+        WorkQueue::CrmWriter,
+    ];
 
     /// The queue's name without namespace, also the binary's name.
     pub fn base_name(self) -> &'static str {
@@ -120,6 +124,12 @@ impl Names {
         format!("{}:done:{idempotency_key}", self.namespace)
     }
 
+    /// Redis hash of crm-writer: property name → last applied `source_modified` (µs) of one
+    /// HubSpot object, so an older fact never overwrites a newer one (DESIGN §5).
+    pub fn crm_applied_key(&self, object_type: &str, object_id: &str) -> String {
+        format!("{}:crm:applied:{object_type}:{object_id}", self.namespace)
+    }
+
     /// Redis key of one rate bucket (DESIGN §6), shared by every replica for one portal.
     pub fn budget_key(&self, portal: &str, bucket: &str) -> String {
         format!("{}:budget:{portal}:{bucket}", self.namespace)
@@ -129,11 +139,11 @@ impl Names {
 /// Compact, stable label for a retry tier: `50ms`, `5s`, `30s`, `5m`, `30m`, `2h`.
 pub fn tier_label(delay: Duration) -> String {
     let ms = delay.as_millis();
-    if ms == 0 || ms % 1000 != 0 {
+    if ms == 0 || !ms.is_multiple_of(1000) {
         format!("{ms}ms")
-    } else if ms % 60_000 != 0 {
+    } else if !ms.is_multiple_of(60_000) {
         format!("{}s", ms / 1000)
-    } else if ms % 3_600_000 != 0 {
+    } else if !ms.is_multiple_of(3_600_000) {
         format!("{}m", ms / 60_000)
     } else {
         format!("{}h", ms / 3_600_000)
@@ -177,7 +187,13 @@ mod tests {
             n.retry_queue(WorkQueue::ErpWriter, Duration::from_secs(5)),
             "t1.erp-writer.retry.5s"
         );
-        assert_eq!(n.dead_letter_queue(WorkQueue::CrmWriter), "t1.crm-writer.dlq");
-        assert_eq!(n.seen_key("mapper", "hubspot:1:2"), "t1:seen:mapper:hubspot:1:2");
+        assert_eq!(
+            n.dead_letter_queue(WorkQueue::CrmWriter),
+            "t1.crm-writer.dlq"
+        );
+        assert_eq!(
+            n.seen_key("mapper", "hubspot:1:2"),
+            "t1:seen:mapper:hubspot:1:2"
+        );
     }
 }
