@@ -1,0 +1,1351 @@
+//! What each doctype does on top of Frappe's generic document life cycle, as far as the
+//! integration can observe it: naming, `validate` (missing values, item details, totals,
+//! taxes, payment schedule), statuses on submit/cancel, and the effects one document has on
+//! another (an invoice bills its Sales Order, a payment pays its invoice).
+//!
+//! The order of checks inside `validate` follows ERPNext's, because it decides which error a
+//! request with several problems gets (an unknown customer is a 404 before an empty item list is
+//! a 500, which comes before a missing delivery date).
+
+use serde_json::{Map, Value, json};
+
+use super::doctypes::{str_of, truthy};
+use super::documents::{Txn, db_set};
+use super::errors::FrappeError;
+use super::pyjson::float_repr;
+use super::state::{Doc, Site, parse_date};
+use super::words::money_in_words;
+
+pub fn s(doc: &Map<String, Value>, k: &str) -> String {
+    str_of(doc, k).unwrap_or_default()
+}
+
+pub fn fl(doc: &Map<String, Value>, k: &str) -> f64 {
+    match doc.get(k) {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
+fn set(doc: &mut Map<String, Value>, k: &str, v: impl Into<Value>) {
+    doc.insert(k.to_string(), v.into());
+}
+
+fn set_if_empty(doc: &mut Map<String, Value>, k: &str, v: impl Into<Value>) {
+    if str_of(doc, k).is_none() {
+        set(doc, k, v);
+    }
+}
+
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+pub fn take_rows(doc: &mut Doc, table: &str) -> Vec<Map<String, Value>> {
+    match doc.remove(table) {
+        Some(Value::Array(rows)) => rows
+            .into_iter()
+            .filter_map(|r| match r {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn put_rows(doc: &mut Doc, table: &str, rows: Vec<Map<String, Value>>) {
+    doc.insert(
+        table.to_string(),
+        Value::Array(rows.into_iter().map(Value::Object).collect()),
+    );
+}
+
+/// Result of `autoname`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Naming {
+    pub name: String,
+    /// Series number to consume when the insert commits.
+    pub series: Option<u64>,
+    /// A `_server_messages` note (the Customer rename).
+    pub note: Option<String>,
+}
+
+impl Naming {
+    fn plain(name: String) -> Self {
+        Self {
+            name,
+            series: None,
+            note: None,
+        }
+    }
+}
+
+/// Frappe's `append_number_if_name_exists`: `X`, then `X-1`, `X-2`...
+fn append_number_if_exists(site: &Site, doctype: &str, value: &str) -> String {
+    if !site.exists(doctype, value) {
+        return value.to_string();
+    }
+    let prefix = format!("{}-", value.to_lowercase());
+    let last = site
+        .all(doctype)
+        .filter_map(|d| str_of(d, "name"))
+        .filter_map(|n| {
+            n.to_lowercase()
+                .strip_prefix(&prefix)
+                .and_then(|r| r.parse::<u64>().ok())
+        })
+        .max()
+        .unwrap_or(0);
+    format!("{value}-{}", last + 1)
+}
+
+pub fn autoname(site: &Site, doctype: &str, doc: &Doc) -> Result<Naming, FrappeError> {
+    let series = |field: &str| {
+        let series = str_of(doc, "naming_series").unwrap_or_default();
+        let date = str_of(doc, field);
+        let (name, n) = site.peek_series(&series, date.as_deref());
+        Naming {
+            name,
+            series: Some(n),
+            note: None,
+        }
+    };
+    Ok(match doctype {
+        "Customer" => {
+            let cn = s(doc, "customer_name").trim().to_string();
+            if cn.is_empty() || !site.exists("Customer", &cn) {
+                Naming::plain(cn)
+            } else {
+                // ERPNext: MAX(CAST(SUBSTRING_INDEX(name, ' ', -1) AS UNSIGNED)) over `<name> - %`.
+                let pattern = format!("{} - ", cn.to_lowercase());
+                let count = site
+                    .all("Customer")
+                    .filter_map(|d| str_of(d, "name"))
+                    .filter(|n| n.to_lowercase().contains(&pattern))
+                    .map(|n| {
+                        n.rsplit(' ')
+                            .next()
+                            .and_then(|t| t.parse::<u64>().ok())
+                            .unwrap_or(0)
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let name = format!("{cn} - {}", count + 1);
+                let note = format!("Changed customer name to '{name}' as '{cn}' already exists.");
+                Naming {
+                    name,
+                    series: None,
+                    note: Some(note),
+                }
+            }
+        }
+        "Contact" => {
+            let mut name = ["first_name", "middle_name", "last_name"]
+                .iter()
+                .filter_map(|f| str_of(doc, f))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name.is_empty() {
+                name = s(doc, "company_name");
+            }
+            if let Some(link) = first_row(doc, "links").and_then(|r| str_of(r, "link_name")) {
+                name = format!("{name}-{}", link.trim());
+            }
+            Naming::plain(append_number_if_exists(site, "Contact", &name))
+        }
+        "Address" => {
+            let title = str_of(doc, "address_title")
+                .or_else(|| first_row(doc, "links").and_then(|r| str_of(r, "link_name")))
+                .unwrap_or_default();
+            let name = format!("{}-{}", title.trim(), s(doc, "address_type").trim());
+            Naming::plain(append_number_if_exists(site, "Address", &name))
+        }
+        "Sales Order" => series("transaction_date"),
+        "Sales Invoice" | "Payment Entry" => series("posting_date"),
+        "Item" => Naming::plain(s(doc, "item_code")),
+        "Custom Field" => Naming::plain(format!("{}-{}", s(doc, "dt"), s(doc, "fieldname"))),
+        "Webhook" => match str_of(doc, "name") {
+            Some(n) => Naming::plain(n),
+            None => return Err(FrappeError::validation("Name not set via prompt")),
+        },
+        "Company" => Naming::plain(s(doc, "company_name")),
+        "Customer Group" => Naming::plain(s(doc, "customer_group_name")),
+        "Territory" => Naming::plain(s(doc, "territory_name")),
+        "Item Group" => Naming::plain(s(doc, "item_group_name")),
+        "UOM" => Naming::plain(s(doc, "uom_name")),
+        "Country" => Naming::plain(s(doc, "country_name")),
+        "Price List" => Naming::plain(s(doc, "price_list_name")),
+        "Mode of Payment" => Naming::plain(s(doc, "mode_of_payment")),
+        "Sales Taxes and Charges Template" => {
+            Naming::plain(str_of(doc, "name").unwrap_or_else(|| s(doc, "title")))
+        }
+        _ => Naming::plain(str_of(doc, "name").unwrap_or_default()),
+    })
+}
+
+fn first_row<'a>(doc: &'a Doc, table: &str) -> Option<&'a Map<String, Value>> {
+    doc.get(table)?.as_array()?.first()?.as_object()
+}
+
+/// The doctype's `validate` (and `before_validate`/`set_missing_values`).
+pub fn validate(site: &mut Site, doctype: &str, doc: &mut Doc) -> Result<(), FrappeError> {
+    match doctype {
+        "Contact" => validate_contact(site, doc),
+        "Address" => validate_address(site, doc),
+        "Item" => {
+            set_if_empty(doc, "item_name", s(doc, "item_code"));
+            set_if_empty(doc, "description", s(doc, "item_name"));
+            Ok(())
+        }
+        "Item Price" => validate_item_price(site, doc),
+        "Sales Order" => validate_selling(site, doc, false),
+        "Sales Invoice" => validate_selling(site, doc, true),
+        "Payment Entry" => validate_payment_entry(site, doc),
+        "Webhook" => validate_webhook(site, doc),
+        "Custom Field" => validate_custom_field(site, doc),
+        _ => Ok(()),
+    }
+}
+
+fn set_link_titles(site: &Site, rows: &mut [Map<String, Value>]) {
+    for row in rows {
+        let (dt, name) = (s(row, "link_doctype"), s(row, "link_name"));
+        let title = site
+            .get(&dt, &name)
+            .and_then(|d| match dt.as_str() {
+                "Customer" => str_of(d, "customer_name"),
+                _ => str_of(d, "name"),
+            })
+            .unwrap_or(name);
+        set(row, "link_title", title);
+    }
+}
+
+fn validate_contact(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeError> {
+    let full = ["first_name", "middle_name", "last_name"]
+        .iter()
+        .filter_map(|f| str_of(doc, f))
+        .collect::<Vec<_>>()
+        .join(" ");
+    set(
+        doc,
+        "full_name",
+        if full.is_empty() {
+            s(doc, "company_name")
+        } else {
+            full
+        },
+    );
+    // Frappe rewrites email_id/phone/mobile_no from the child tables: without rows they are "".
+    let emails = take_rows(doc, "email_ids");
+    let primary: Vec<&Map<String, Value>> = emails
+        .iter()
+        .filter(|e| truthy(e.get("is_primary")))
+        .collect();
+    if primary.len() > 1 {
+        return Err(FrappeError::validation(
+            "Only one <strong>Email ID</strong> can be set as primary.",
+        ));
+    }
+    set(
+        doc,
+        "email_id",
+        primary
+            .first()
+            .map(|e| s(e, "email_id").trim().to_string())
+            .unwrap_or_default(),
+    );
+    put_rows(doc, "email_ids", emails);
+    let phones = take_rows(doc, "phone_nos");
+    for (field, flag) in [
+        ("phone", "is_primary_phone"),
+        ("mobile_no", "is_primary_mobile_no"),
+    ] {
+        let value = phones
+            .iter()
+            .find(|p| truthy(p.get(flag)))
+            .map(|p| s(p, "phone"))
+            .unwrap_or_default();
+        set(doc, field, value);
+    }
+    put_rows(doc, "phone_nos", phones);
+    let mut links = take_rows(doc, "links");
+    set_link_titles(site, &mut links);
+    put_rows(doc, "links", links);
+    if doc.get("image").is_none_or(Value::is_null) {
+        set(doc, "image", "");
+    }
+    Ok(())
+}
+
+fn validate_address(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeError> {
+    let mut links = take_rows(doc, "links");
+    if str_of(doc, "address_title").is_none()
+        && let Some(first) = links.first()
+    {
+        set(doc, "address_title", s(first, "link_name"));
+    }
+    set_link_titles(site, &mut links);
+    put_rows(doc, "links", links);
+    Ok(())
+}
+
+fn validate_item_price(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeError> {
+    if let Some(item) = site.get("Item", &s(doc, "item_code")).cloned() {
+        set(doc, "item_name", s(&item, "item_name"));
+        set(doc, "item_description", s(&item, "description"));
+        set_if_empty(doc, "uom", s(&item, "stock_uom"));
+    }
+    if let Some(pl) = site.get("Price List", &s(doc, "price_list")).cloned() {
+        set(doc, "currency", s(&pl, "currency"));
+        set(doc, "selling", fl(&pl, "selling") as i64);
+        set(doc, "buying", fl(&pl, "buying") as i64);
+    }
+    set_if_empty(doc, "valid_from", site.today());
+    Ok(())
+}
+
+/// The default address of a party: its primary address, else the first one linked.
+fn default_address(site: &Site, customer: &str) -> Option<Doc> {
+    let linked = |a: &&Doc| {
+        a.get("links")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|l| {
+                l.get("link_doctype").and_then(Value::as_str) == Some("Customer")
+                    && l.get("link_name").and_then(Value::as_str) == Some(customer)
+            })
+    };
+    let mut addresses: Vec<&Doc> = site
+        .all("Address")
+        .filter(linked)
+        .filter(|a| !truthy(a.get("disabled")))
+        .collect();
+    addresses.sort_by_key(|a| (!truthy(a.get("is_primary_address")), s(a, "creation")));
+    addresses.first().map(|a| (*a).clone())
+}
+
+/// ERPNext's US address template.
+fn address_display(a: &Doc) -> String {
+    let mut out = format!("{}<br>\n", s(a, "address_line1"));
+    if let Some(l2) = str_of(a, "address_line2") {
+        out.push_str(&format!("{l2}<br>\n"));
+    }
+    out.push_str(&s(a, "city"));
+    if let Some(state) = str_of(a, "state") {
+        out.push_str(&format!(", {state}"));
+    }
+    if let Some(pin) = str_of(a, "pincode") {
+        out.push_str(&format!(" {pin}"));
+    }
+    out.push_str("<br>\n");
+    if let Some(country) = str_of(a, "country").filter(|c| c != "United States") {
+        out.push_str(&format!("{country}<br>\n"));
+    }
+    out
+}
+
+fn item_price(site: &Site, item_code: &str, price_list: &str) -> Option<f64> {
+    site.all("Item Price")
+        .filter(|p| s(p, "item_code") == item_code && s(p, "price_list") == price_list)
+        .map(|p| fl(p, "price_list_rate"))
+        .next()
+}
+
+/// Sales Order / Sales Invoice `validate`: party and item details, totals, taxes, schedule.
+fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(), FrappeError> {
+    let cfg = site.config.clone();
+    let date_field = if invoice {
+        "posting_date"
+    } else {
+        "transaction_date"
+    };
+    set_if_empty(doc, date_field, site.today());
+    if let Some(customer) = str_of(doc, "customer") {
+        let c = site
+            .get("Customer", &customer)
+            .cloned()
+            .ok_or_else(|| FrappeError::not_found("Customer", &customer))?;
+        set(doc, "customer", s(&c, "name"));
+        set_if_empty(doc, "customer_name", s(&c, "customer_name"));
+        for f in ["customer_group", "territory"] {
+            if let Some(v) = str_of(&c, f) {
+                set_if_empty(doc, f, v);
+            }
+        }
+        match str_of(doc, "customer_address").and_then(|a| site.get("Address", &a).cloned()) {
+            Some(a) => set_if_empty(doc, "address_display", address_display(&a)),
+            None => {
+                if let Some(a) = default_address(site, &s(&c, "name")) {
+                    set(doc, "customer_address", s(&a, "name"));
+                    set(doc, "address_display", address_display(&a));
+                }
+            }
+        }
+    }
+    set_if_empty(doc, "company", cfg.company.clone());
+    set_if_empty(doc, "selling_price_list", "Standard Selling");
+    let pl_currency = site
+        .get("Price List", &s(doc, "selling_price_list"))
+        .and_then(|p| str_of(p, "currency"))
+        .unwrap_or_else(|| cfg.currency.clone());
+    set_if_empty(doc, "currency", pl_currency.clone());
+    set_if_empty(doc, "price_list_currency", pl_currency);
+    let currency = s(doc, "currency");
+    let date = s(doc, date_field);
+    let price_list = s(doc, "selling_price_list");
+    let warehouse = str_of(doc, "set_warehouse").unwrap_or_else(|| site.company_name_of("Stores"));
+    let mut items = take_rows(doc, "items");
+    for (i, row) in items.iter_mut().enumerate() {
+        set(row, "idx", i as i64 + 1);
+        let Some(code) = str_of(row, "item_code") else {
+            continue;
+        };
+        let item = site
+            .get("Item", &code)
+            .cloned()
+            .ok_or_else(|| FrappeError::not_found("Item", &code))?;
+        set(row, "item_code", s(&item, "name"));
+        set_if_empty(row, "item_name", s(&item, "item_name"));
+        set_if_empty(row, "description", s(&item, "description"));
+        set(row, "item_group", s(&item, "item_group"));
+        set(row, "stock_uom", s(&item, "stock_uom"));
+        set_if_empty(row, "uom", s(&item, "stock_uom"));
+        if fl(row, "conversion_factor") == 0.0 {
+            set(row, "conversion_factor", 1.0);
+        }
+        let stock_item = truthy(item.get("is_stock_item"));
+        if !invoice {
+            set(row, "is_stock_item", i64::from(stock_item));
+        }
+        if row.get("image").is_none_or(Value::is_null) {
+            set(row, "image", "");
+        }
+        set_if_empty(row, "warehouse", warehouse.clone());
+        set_if_empty(row, "cost_center", site.company_name_of("Main"));
+        let cf = fl(row, "conversion_factor");
+        let qty = fl(row, "qty");
+        if fl(row, "price_list_rate") == 0.0
+            && let Some(p) = item_price(site, &code, &price_list)
+        {
+            set(row, "price_list_rate", p);
+        }
+        let plr = fl(row, "price_list_rate");
+        if fl(row, "rate") == 0.0 && plr > 0.0 {
+            set(
+                row,
+                "rate",
+                round2(plr * (1.0 - fl(row, "discount_percentage") / 100.0)),
+            );
+        }
+        let rate = fl(row, "rate");
+        if plr > rate {
+            set(row, "discount_amount", round2(plr - rate));
+        }
+        let amount = round2(qty * rate);
+        let stock_qty = qty * cf;
+        let stock = if stock_item {
+            fl(&item, "opening_stock")
+        } else {
+            0.0
+        };
+        for (k, v) in [
+            ("base_price_list_rate", plr),
+            ("base_rate", rate),
+            ("amount", amount),
+            ("base_amount", amount),
+            ("net_rate", rate),
+            ("net_amount", amount),
+            ("base_net_rate", rate),
+            ("base_net_amount", amount),
+            ("stock_qty", stock_qty),
+            ("stock_uom_rate", if cf == 0.0 { rate } else { rate / cf }),
+            ("actual_qty", stock),
+        ] {
+            set(row, k, v);
+        }
+        if invoice {
+            set_if_empty(row, "income_account", site.company_name_of("Sales"));
+            set_if_empty(
+                row,
+                "expense_account",
+                site.company_name_of("Cost of Goods Sold"),
+            );
+            set(
+                row,
+                "incoming_rate",
+                if stock_item {
+                    fl(&item, "valuation_rate")
+                } else {
+                    0.0
+                },
+            );
+            link_invoice_row_to_order(site, row)?;
+        } else {
+            let valuation = fl(&item, "valuation_rate");
+            set(row, "valuation_rate", valuation);
+            set(row, "gross_profit", round2(amount - valuation * stock_qty));
+            set(row, "projected_qty", stock);
+            set(row, "transaction_date", date.clone());
+        }
+    }
+    if items.is_empty() {
+        // ERPNext multiplies the (unset) grand total while building the payment schedule.
+        return Err(FrappeError::Type {
+            message: "unsupported operand type(s) for *: 'NoneType' and 'float'".into(),
+        });
+    }
+    let net_total = round2(items.iter().map(|r| fl(r, "amount")).sum());
+    let total_qty: f64 = items.iter().map(|r| fl(r, "qty")).sum();
+    let income_accounts: Vec<String> = items
+        .iter()
+        .filter_map(|r| str_of(r, "income_account"))
+        .collect();
+    put_rows(doc, "items", items);
+    // Taxes: a template fills the table once; rows are then computed on the net total.
+    let mut taxes = take_rows(doc, "taxes");
+    if taxes.is_empty()
+        && let Some(tpl) = str_of(doc, "taxes_and_charges")
+            .and_then(|t| site.get("Sales Taxes and Charges Template", &t).cloned())
+    {
+        for (i, row) in tpl
+            .get("taxes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(row) = row.as_object() {
+                let mut r = Map::new();
+                for k in [
+                    "charge_type",
+                    "account_head",
+                    "description",
+                    "rate",
+                    "included_in_print_rate",
+                ] {
+                    if let Some(v) = row.get(k) {
+                        r.insert(k.into(), v.clone());
+                    }
+                }
+                set(&mut r, "idx", i as i64 + 1);
+                taxes.push(r);
+            }
+        }
+    }
+    let mut running = net_total;
+    for row in taxes.iter_mut() {
+        let amount = if s(row, "charge_type") == "Actual" {
+            fl(row, "tax_amount")
+        } else {
+            round2(net_total * fl(row, "rate") / 100.0)
+        };
+        running = round2(running + amount);
+        set_if_empty(row, "charge_type", "On Net Total");
+        set_if_empty(row, "cost_center", site.company_name_of("Main"));
+        set(row, "account_currency", currency.clone());
+        for (k, v) in [
+            ("tax_amount", amount),
+            ("base_tax_amount", amount),
+            ("tax_amount_after_discount_amount", amount),
+            ("base_tax_amount_after_discount_amount", amount),
+            ("total", running),
+            ("base_total", running),
+        ] {
+            set(row, k, v);
+        }
+    }
+    let taxes_total = round2(running - net_total);
+    let tax_rows_present = !taxes.is_empty();
+    put_rows(doc, "taxes", taxes);
+    if !tax_rows_present {
+        // keep an empty table
+        doc.insert("taxes".into(), json!([]));
+    }
+    let grand_total = round2(net_total + taxes_total);
+    let rounded = if truthy(doc.get("disable_rounded_total")) {
+        grand_total
+    } else {
+        grand_total.round()
+    };
+    let words = money_in_words(rounded, &currency);
+    for (k, v) in [
+        ("total_qty", total_qty),
+        ("total", net_total),
+        ("base_total", net_total),
+        ("net_total", net_total),
+        ("base_net_total", net_total),
+        ("total_taxes_and_charges", taxes_total),
+        ("base_total_taxes_and_charges", taxes_total),
+        ("grand_total", grand_total),
+        ("base_grand_total", grand_total),
+        ("rounded_total", rounded),
+        ("base_rounded_total", rounded),
+        ("rounding_adjustment", round2(rounded - grand_total)),
+        ("base_rounding_adjustment", round2(rounded - grand_total)),
+        ("amount_eligible_for_commission", net_total),
+    ] {
+        set(doc, k, v);
+    }
+    set(doc, "in_words", words.clone());
+    set(doc, "base_in_words", words);
+    if invoice {
+        set_if_empty(doc, "posting_time", site.clock_time());
+        set_if_empty(doc, "due_date", s(doc, "posting_date"));
+        if parse_date(&s(doc, "due_date")) < parse_date(&s(doc, "posting_date")) {
+            return Err(FrappeError::erpnext_validation(
+                "Due Date cannot be before Posting Date",
+            ));
+        }
+        set_if_empty(doc, "debit_to", site.company_name_of("Debtors"));
+        set(doc, "party_account_currency", currency.clone());
+        let mut accounts = income_accounts;
+        accounts.dedup();
+        set(doc, "against_income_account", accounts.join(","));
+        set(doc, "title", s(doc, "customer_name"));
+        if fl(doc, "docstatus") == 0.0 {
+            set(doc, "outstanding_amount", rounded);
+            set(doc, "status", "Draft");
+        }
+        if doc.get("po_no").is_none_or(Value::is_null) {
+            set(doc, "po_no", "");
+        }
+    } else {
+        validate_delivery_date(doc)?;
+        if fl(doc, "docstatus") == 0.0 {
+            set(doc, "status", "Draft");
+        }
+        set_if_empty(doc, "delivery_status", "Not Delivered");
+        set_if_empty(doc, "billing_status", "Not Billed");
+    }
+    let schedule_date = if invoice {
+        s(doc, "due_date")
+    } else {
+        s(doc, "transaction_date")
+    };
+    let mut schedule = take_rows(doc, "payment_schedule");
+    if schedule.is_empty() {
+        let mut row = site.blank_row("Payment Schedule");
+        set(&mut row, "idx", 1);
+        set(&mut row, "due_date", schedule_date);
+        set(&mut row, "invoice_portion", 100.0);
+        schedule.push(row);
+    }
+    for row in schedule.iter_mut() {
+        let amount = round2(rounded * fl(row, "invoice_portion") / 100.0);
+        for k in [
+            "payment_amount",
+            "outstanding",
+            "base_payment_amount",
+            "base_outstanding",
+        ] {
+            set(row, k, amount);
+        }
+    }
+    put_rows(doc, "payment_schedule", schedule);
+    Ok(())
+}
+
+/// An invoice row made from an order points at the order row (`so_detail`); a row that names
+/// only the order is matched by item code.
+fn link_invoice_row_to_order(site: &Site, row: &mut Map<String, Value>) -> Result<(), FrappeError> {
+    let Some(so_name) = str_of(row, "sales_order") else {
+        return Ok(());
+    };
+    let idx = fl(row, "idx") as i64;
+    let so = site
+        .get("Sales Order", &so_name)
+        .ok_or_else(|| FrappeError::LinkValidation {
+            message: format!("Could not find Row #{idx}: Sales Order: {so_name}"),
+        })?;
+    let so_rows: Vec<&Map<String, Value>> = so
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .collect();
+    let detail = str_of(row, "so_detail");
+    let found = so_rows
+        .iter()
+        .find(|r| detail.is_some() && str_of(r, "name") == detail)
+        .or_else(|| {
+            so_rows
+                .iter()
+                .find(|r| s(r, "item_code") == s(row, "item_code"))
+        });
+    if let Some(r) = found {
+        set(row, "so_detail", s(r, "name"));
+    }
+    set(row, "sales_order", s(so, "name"));
+    Ok(())
+}
+
+/// ERPNext `validate_delivery_date`: the header date is the latest row date; rows without one
+/// take the header's; none at all is an error.
+fn validate_delivery_date(doc: &mut Doc) -> Result<(), FrappeError> {
+    if s(doc, "order_type") != "Sales" || truthy(doc.get("skip_delivery_note")) {
+        return Ok(());
+    }
+    let mut items = take_rows(doc, "items");
+    let max_row = items
+        .iter()
+        .filter_map(|r| str_of(r, "delivery_date"))
+        .max();
+    if let Some(max_row) = max_row
+        && str_of(doc, "delivery_date").as_deref() != Some(max_row.as_str())
+    {
+        set(doc, "delivery_date", max_row);
+    }
+    let result = match str_of(doc, "delivery_date") {
+        Some(header) => {
+            let transaction = parse_date(&s(doc, "transaction_date"));
+            let mut result = Ok(());
+            for row in items.iter_mut() {
+                set_if_empty(row, "delivery_date", header.clone());
+                if transaction > parse_date(&s(row, "delivery_date")) && result.is_ok() {
+                    result = Err(FrappeError::erpnext_validation(format!(
+                        "Row #{}: Expected Delivery Date cannot be before Sales Order Date",
+                        fl(row, "idx") as i64
+                    )));
+                }
+            }
+            result
+        }
+        None => Err(FrappeError::erpnext_validation(
+            "Please enter Delivery Date",
+        )),
+    };
+    put_rows(doc, "items", items);
+    result
+}
+
+fn validate_payment_entry(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeError> {
+    let cfg = site.config.clone();
+    set_if_empty(doc, "posting_date", site.today());
+    set_if_empty(doc, "company", cfg.company.clone());
+    let party = s(doc, "party");
+    if s(doc, "party_type") == "Customer" && !party.is_empty() {
+        let c = site
+            .get("Customer", &party)
+            .cloned()
+            .ok_or_else(|| FrappeError::not_found("Customer", &party))?;
+        set(doc, "party", s(&c, "name"));
+        set_if_empty(doc, "party_name", s(&c, "customer_name"));
+    }
+    set_if_empty(doc, "paid_from", site.company_name_of("Debtors"));
+    set_if_empty(doc, "paid_to", site.company_name_of("Cash"));
+    set_if_empty(doc, "paid_from_account_type", "Receivable");
+    set_if_empty(doc, "paid_to_account_type", "Cash");
+    set_if_empty(doc, "paid_from_account_currency", cfg.currency.clone());
+    set_if_empty(doc, "paid_to_account_currency", cfg.currency.clone());
+    let paid = fl(doc, "paid_amount");
+    if fl(doc, "received_amount") == 0.0 {
+        set(doc, "received_amount", paid);
+    }
+    let mut refs = take_rows(doc, "references");
+    let mut allocated_total = 0.0;
+    for (i, r) in refs.iter_mut().enumerate() {
+        set(r, "idx", i as i64 + 1);
+        let (dt, dn) = (s(r, "reference_doctype"), s(r, "reference_name"));
+        if dt.is_empty() || dn.is_empty() {
+            continue;
+        }
+        let target = site
+            .get(&dt, &dn)
+            .cloned()
+            .ok_or_else(|| FrappeError::not_found(&dt, &dn))?;
+        if fl(&target, "docstatus") != 1.0 {
+            return Err(FrappeError::erpnext_validation(format!(
+                "{dt} {dn} must be submitted"
+            )));
+        }
+        let outstanding = fl(&target, "outstanding_amount");
+        set(r, "reference_name", s(&target, "name"));
+        set(r, "total_amount", fl(&target, "grand_total"));
+        set(r, "outstanding_amount", outstanding);
+        set_if_empty(r, "due_date", s(&target, "due_date"));
+        set_if_empty(r, "account", s(&target, "debit_to"));
+        if fl(r, "allocated_amount") > outstanding + 0.005 {
+            return Err(FrappeError::erpnext_validation(format!(
+                "Row #{}: Allocated Amount cannot be greater than outstanding amount.",
+                i + 1
+            )));
+        }
+        allocated_total += fl(r, "allocated_amount");
+    }
+    let allocated_total = round2(allocated_total);
+    put_rows(doc, "references", refs.clone());
+    for (k, v) in [
+        ("base_paid_amount", paid),
+        ("paid_amount_after_tax", paid),
+        ("base_paid_amount_after_tax", paid),
+        ("base_received_amount", fl(doc, "received_amount")),
+        ("received_amount_after_tax", fl(doc, "received_amount")),
+        ("base_received_amount_after_tax", fl(doc, "received_amount")),
+        ("total_allocated_amount", allocated_total),
+        ("base_total_allocated_amount", allocated_total),
+        ("unallocated_amount", round2(paid - allocated_total)),
+    ] {
+        set(doc, k, v);
+    }
+    if !truthy(doc.get("custom_remarks")) {
+        let currency = s(doc, "paid_to_account_currency");
+        let mut remarks = vec![format!(
+            "Amount {currency} {} received from {}",
+            float_repr(paid),
+            s(doc, "party")
+        )];
+        if let Some(no) = str_of(doc, "reference_no") {
+            remarks.push(format!(
+                "Transaction reference no {no} dated {}",
+                s(doc, "reference_date")
+            ));
+        }
+        for r in &refs {
+            if fl(r, "allocated_amount") != 0.0 {
+                remarks.push(format!(
+                    "Amount {currency} {} against {} {}",
+                    float_repr(fl(r, "allocated_amount")),
+                    s(r, "reference_doctype"),
+                    s(r, "reference_name")
+                ));
+            }
+        }
+        set(doc, "remarks", remarks.join("\n"));
+    }
+    let words = money_in_words(paid, &cfg.currency);
+    set(doc, "in_words", words.clone());
+    set(doc, "base_in_words", words);
+    set(doc, "title", s(doc, "party_name"));
+    if fl(doc, "docstatus") == 0.0 {
+        set(doc, "status", "Draft");
+    }
+    Ok(())
+}
+
+const DOC_EVENTS: [&str; 8] = [
+    "after_insert",
+    "on_update",
+    "on_submit",
+    "on_cancel",
+    "on_trash",
+    "on_update_after_submit",
+    "on_change",
+    "before_insert",
+];
+
+fn validate_webhook(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeError> {
+    let event = s(doc, "webhook_docevent");
+    if !event.is_empty() && !DOC_EVENTS.contains(&event.as_str()) {
+        return Err(FrappeError::validation(format!(
+            "Doc Event cannot be \"{event}\". It should be one of \"{}\"",
+            DOC_EVENTS.join("\", \"")
+        )));
+    }
+    let submittable = site
+        .reg
+        .get(&s(doc, "webhook_doctype"))
+        .is_some_and(|m| m.submittable);
+    if ["on_submit", "on_cancel", "on_update_after_submit"].contains(&event.as_str())
+        && !submittable
+    {
+        return Err(FrappeError::validation(
+            "DocType must be Submittable for the selected Doc Event",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_custom_field(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeError> {
+    if str_of(doc, "fieldname").is_none() {
+        let label = s(doc, "label");
+        let scrubbed: String = label
+            .trim()
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        if scrubbed.is_empty() {
+            return Err(FrappeError::validation("Label is mandatory"));
+        }
+        set(doc, "fieldname", format!("custom_{scrubbed}"));
+    }
+    let dt = s(doc, "dt");
+    let fieldname = s(doc, "fieldname");
+    if let Some(meta) = site.reg.get(&dt)
+        && (meta.field(&fieldname).is_some() || meta.table(&fieldname).is_some())
+    {
+        return Err(FrappeError::validation(format!(
+            "A field with the name <strong>{fieldname}</strong> already exists in {dt}"
+        )));
+    }
+    Ok(())
+}
+
+/// Sales Order status from its delivery and billing percentages.
+pub fn sales_order_status(doc: &Doc) -> &'static str {
+    match fl(doc, "docstatus") as i64 {
+        0 => return "Draft",
+        2 => return "Cancelled",
+        _ => {}
+    }
+    let delivered = fl(doc, "per_delivered") >= 99.99 || truthy(doc.get("skip_delivery_note"));
+    let billed = fl(doc, "per_billed") >= 99.99;
+    match (delivered, billed) {
+        (false, false) => "To Deliver and Bill",
+        (false, true) => "To Deliver",
+        (true, false) => "To Bill",
+        (true, true) => "Completed",
+    }
+}
+
+/// Sales Invoice status from its outstanding amount (Overdue sticks until paid).
+pub fn sales_invoice_status(doc: &Doc) -> &'static str {
+    match fl(doc, "docstatus") as i64 {
+        0 => return "Draft",
+        2 => return "Cancelled",
+        _ => {}
+    }
+    let outstanding = fl(doc, "outstanding_amount");
+    let grand = fl(doc, "rounded_total").max(fl(doc, "grand_total"));
+    if outstanding <= 0.0 {
+        "Paid"
+    } else if s(doc, "status") == "Overdue" {
+        "Overdue"
+    } else if outstanding < grand {
+        "Partly Paid"
+    } else {
+        "Unpaid"
+    }
+}
+
+/// Statuses set while submitting (before the document is stored).
+pub fn before_submit(site: &mut Site, doctype: &str, doc: &mut Doc) -> Result<(), FrappeError> {
+    match doctype {
+        "Sales Order" => {
+            set(doc, "docstatus", 1);
+            let status = sales_order_status(doc);
+            set(doc, "status", status);
+        }
+        "Sales Invoice" => {
+            set(doc, "docstatus", 1);
+            set_if_empty(doc, "remarks", "No Remarks");
+            set(doc, "posting_time", site.clock_time());
+            let status = sales_invoice_status(doc);
+            set(doc, "status", status);
+        }
+        "Payment Entry" => {
+            set(doc, "status", "Submitted");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Effects of a submit on other documents.
+pub fn on_submit(site: &mut Site, txn: &mut Txn, doctype: &str, doc: &Doc) {
+    match doctype {
+        "Sales Invoice" => bill_orders(site, txn, doc, 1.0),
+        "Payment Entry" => apply_payment(site, txn, doctype, doc, 1.0),
+        _ => {}
+    }
+}
+
+/// Add (sign 1) or remove (sign -1) an invoice's amounts to its orders' billed amounts.
+fn bill_orders(site: &mut Site, txn: &mut Txn, invoice: &Doc, sign: f64) {
+    let rows: Vec<Map<String, Value>> = invoice
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_object().cloned())
+        .collect();
+    let mut orders: Vec<String> = rows
+        .iter()
+        .filter_map(|r| str_of(r, "sales_order"))
+        .collect();
+    orders.sort();
+    orders.dedup();
+    for so in orders {
+        let now = site.now();
+        let rows = rows.clone();
+        db_set(site, txn, "Sales Order", &so, |order| {
+            let mut items = take_rows(order, "items");
+            for item in items.iter_mut() {
+                let billed: f64 = rows
+                    .iter()
+                    .filter(|r| s(r, "so_detail") == s(item, "name"))
+                    .map(|r| fl(r, "amount"))
+                    .sum();
+                if billed != 0.0 {
+                    set(
+                        item,
+                        "billed_amt",
+                        round2((fl(item, "billed_amt") + sign * billed).max(0.0)),
+                    );
+                    set(item, "modified", now.clone());
+                }
+            }
+            let total: f64 = items.iter().map(|i| fl(i, "amount")).sum();
+            let billed: f64 = items
+                .iter()
+                .map(|i| fl(i, "billed_amt").min(fl(i, "amount")))
+                .sum();
+            put_rows(order, "items", items);
+            let per_billed = if total > 0.0 {
+                round2(billed / total * 100.0)
+            } else {
+                0.0
+            };
+            set(order, "per_billed", per_billed);
+            set(
+                order,
+                "billing_status",
+                if per_billed >= 99.99 {
+                    "Fully Billed"
+                } else if per_billed > 0.0 {
+                    "Partly Billed"
+                } else {
+                    "Not Billed"
+                },
+            );
+            let status = sales_order_status(order);
+            set(order, "status", status);
+        });
+    }
+}
+
+/// Apply (sign 1) or reverse (sign -1) a payment's allocations to its invoices.
+fn apply_payment(site: &mut Site, txn: &mut Txn, doctype: &str, payment: &Doc, sign: f64) {
+    let mut refs = payment
+        .get("references")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for r in refs.iter_mut() {
+        let Some(r) = r.as_object_mut() else { continue };
+        if s(r, "reference_doctype") != "Sales Invoice" {
+            continue;
+        }
+        let allocated = fl(r, "allocated_amount");
+        let mut new_outstanding = 0.0;
+        db_set(site, txn, "Sales Invoice", &s(r, "reference_name"), |inv| {
+            new_outstanding = round2(fl(inv, "outstanding_amount") - sign * allocated);
+            set(inv, "outstanding_amount", new_outstanding);
+            let status = sales_invoice_status(inv);
+            set(inv, "status", status);
+        });
+        set(r, "outstanding_amount", new_outstanding);
+    }
+    // The reference rows show the invoice's outstanding after this payment.
+    if let Some(mut stored) = site.get(doctype, &s(payment, "name")).cloned() {
+        stored.insert("references".into(), Value::Array(refs));
+        site.put(doctype, stored);
+    }
+}
+
+/// `check_no_back_links_exist` for the links the integration creates.
+pub fn before_cancel_or_delete(site: &Site, doctype: &str, doc: &Doc) -> Result<(), FrappeError> {
+    let name = s(doc, "name");
+    let linked = |dt: &str, pred: &dyn Fn(&Doc) -> bool| {
+        site.all(dt)
+            .find(|d| fl(d, "docstatus") == 1.0 && pred(d))
+            .map(|d| (dt.to_string(), s(d, "name")))
+    };
+    let has_row = |d: &Doc, table: &str, field: &str| {
+        d.get(table)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|r| r.get(field).and_then(Value::as_str) == Some(name.as_str()))
+    };
+    let found = match doctype {
+        "Sales Order" => linked("Sales Invoice", &|d| has_row(d, "items", "sales_order")),
+        "Sales Invoice" => linked("Payment Entry", &|d| {
+            has_row(d, "references", "reference_name")
+        }),
+        "Customer" => linked("Sales Order", &|d| s(d, "customer") == name)
+            .or_else(|| linked("Sales Invoice", &|d| s(d, "customer") == name)),
+        "Item" => linked("Sales Order", &|d| {
+            d.get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|r| r.get("item_code").and_then(Value::as_str) == Some(name.as_str()))
+        }),
+        _ => None,
+    };
+    match found {
+        Some((dt, dn)) => Err(FrappeError::LinkExists {
+            message: format!(
+                "Cannot delete or cancel because {doctype} <a href=\"/app/Form/{doctype}/{name}\">{name}</a> is linked with {dt} <a href=\"/app/Form/{dt}/{dn}\">{dn}</a>"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Effects of a cancel on other documents (the engine sets the status to Cancelled).
+pub fn on_cancel(site: &mut Site, txn: &mut Txn, doctype: &str, doc: &Doc) {
+    match doctype {
+        "Sales Invoice" => bill_orders(site, txn, doc, -1.0),
+        "Payment Entry" => apply_payment(site, txn, doctype, doc, -1.0),
+        _ => {}
+    }
+}
+
+/// Keep the registry in step with Custom Field documents.
+pub fn after_insert(site: &mut Site, doctype: &str, doc: &Doc) {
+    if doctype == "Custom Field" {
+        site.reg.apply_custom_field(doc);
+    }
+}
+
+pub fn on_trash(site: &mut Site, doctype: &str, doc: &Doc) {
+    if doctype == "Custom Field" {
+        site.reg
+            .remove_custom_field(&s(doc, "dt"), &s(doc, "fieldname"));
+    }
+}
+
+/// `erpnext.selling.doctype.sales_order.sales_order.make_sales_invoice`: an unsaved invoice for
+/// what is not billed yet.
+pub fn make_sales_invoice(site: &mut Site, source_name: &str) -> Result<Doc, FrappeError> {
+    let so = site
+        .get("Sales Order", source_name)
+        .cloned()
+        .ok_or_else(|| FrappeError::not_found("Sales Order", source_name))?;
+    if fl(&so, "docstatus") != 1.0 {
+        return Err(FrappeError::validation(
+            "Cannot map because following condition fails: docstatus=1",
+        ));
+    }
+    let mut si = site.blank("Sales Invoice", "");
+    let copy = [
+        "customer",
+        "customer_name",
+        "company",
+        "currency",
+        "selling_price_list",
+        "price_list_currency",
+        "customer_address",
+        "address_display",
+        "territory",
+        "customer_group",
+        "taxes_and_charges",
+        "conversion_rate",
+        "plc_conversion_rate",
+        "ignore_pricing_rule",
+        "disable_rounded_total",
+        "apply_discount_on",
+        "additional_discount_percentage",
+        "discount_amount",
+        "tax_category",
+        "language",
+        "group_same_items",
+        "is_internal_customer",
+        "commission_rate",
+    ];
+    for k in copy {
+        if let Some(v) = so.get(k) {
+            si.insert(k.into(), v.clone());
+        }
+    }
+    // Same-named custom fields are mapped too (Frappe's mapper copies fields with equal names).
+    if let Some(meta) = site.reg.get("Sales Invoice") {
+        for f in meta.fields.iter().filter(|f| f.custom) {
+            if let Some(v) = so.get(&f.fieldname) {
+                si.insert(f.fieldname.clone(), v.clone());
+            }
+        }
+    }
+    set(
+        &mut si,
+        "po_no",
+        so.get("po_no").and_then(Value::as_str).unwrap_or(""),
+    );
+    set(&mut si, "posting_date", site.today());
+    set(&mut si, "due_date", site.today());
+    set(&mut si, "posting_time", site.clock_time());
+    let mut items = Vec::new();
+    for r in so
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+    {
+        let remaining = round2(fl(r, "amount") - fl(r, "billed_amt"));
+        if remaining <= 0.0 {
+            continue;
+        }
+        let rate = fl(r, "rate");
+        let qty = if rate > 0.0 {
+            remaining / rate
+        } else {
+            fl(r, "qty")
+        };
+        let mut row = site.blank_row("Sales Invoice Item");
+        for k in [
+            "item_code",
+            "item_name",
+            "description",
+            "item_group",
+            "image",
+            "stock_uom",
+            "uom",
+            "conversion_factor",
+            "price_list_rate",
+            "rate",
+            "discount_percentage",
+            "warehouse",
+            "cost_center",
+        ] {
+            if let Some(v) = r.get(k) {
+                row.insert(k.into(), v.clone());
+            }
+        }
+        set(&mut row, "qty", qty);
+        set(&mut row, "sales_order", s(&so, "name"));
+        set(&mut row, "so_detail", s(r, "name"));
+        items.push(row);
+    }
+    if items.is_empty() {
+        return Err(FrappeError::validation(
+            "All these items have already been Invoiced/Returned",
+        ));
+    }
+    put_rows(&mut si, "items", items);
+    validate_selling(site, &mut si, true)?;
+    let mut items = take_rows(&mut si, "items");
+    for (i, row) in items.iter_mut().enumerate() {
+        row.insert("owner".into(), json!(site.config.user));
+        row.insert("docstatus".into(), json!(0));
+        row.insert("idx".into(), json!(i + 1));
+        // The mapped rows still carry the mapper's values; `insert` recomputes these.
+        set(row, "stock_uom_rate", 0.0);
+        set(row, "incoming_rate", 0.0);
+        row.insert("parentfield".into(), json!("items"));
+        row.insert("parenttype".into(), json!("Sales Invoice"));
+        row.insert("doctype".into(), json!("Sales Invoice Item"));
+        row.insert("__islocal".into(), json!(1));
+        row.insert("__unsaved".into(), json!(1));
+    }
+    put_rows(&mut si, "items", items);
+    put_rows(&mut si, "payment_schedule", Vec::new());
+    for k in [
+        "name",
+        "creation",
+        "modified",
+        "modified_by",
+        "title",
+        "against_income_account",
+    ] {
+        si.remove(k);
+    }
+    si.insert("__islocal".into(), json!(1));
+    si.insert("__onload".into(), json!({"load_after_mapping": true}));
+    si.insert("__unsaved".into(), json!(1));
+    Ok(si)
+}
+
+/// `erpnext.accounts.doctype.payment_entry.payment_entry.get_payment_entry` for a Sales Invoice.
+pub fn get_payment_entry(site: &mut Site, dt: &str, dn: &str) -> Result<Doc, FrappeError> {
+    if dt != "Sales Invoice" {
+        return Err(FrappeError::validation(format!(
+            "The simulator makes payments for Sales Invoice only, not {dt}"
+        )));
+    }
+    let si = site
+        .get(dt, dn)
+        .cloned()
+        .ok_or_else(|| FrappeError::not_found(dt, dn))?;
+    let outstanding = fl(&si, "outstanding_amount");
+    if fl(&si, "docstatus") != 1.0 || outstanding <= 0.0 {
+        return Err(FrappeError::erpnext_validation(format!(
+            "Can only make payment against unpaid {dt}"
+        )));
+    }
+    let mut pe = site.blank("Payment Entry", "");
+    let today = site.today();
+    let cfg = site.config.clone();
+    for (k, v) in [
+        ("posting_date", json!(today)),
+        ("company", json!(s(&si, "company"))),
+        ("party", json!(s(&si, "customer"))),
+        ("party_name", json!(s(&si, "customer_name"))),
+        ("paid_from", json!(s(&si, "debit_to"))),
+        ("paid_from_account_type", json!("Receivable")),
+        ("paid_from_account_currency", json!(s(&si, "currency"))),
+        ("paid_to", json!(site.company_name_of("Cash"))),
+        ("paid_to_account_type", json!("Cash")),
+        ("paid_to_account_currency", json!(cfg.currency)),
+        ("paid_amount", json!(outstanding)),
+        ("base_paid_amount", json!(outstanding)),
+        ("received_amount", json!(outstanding)),
+        ("base_received_amount", json!(outstanding)),
+        ("total_allocated_amount", json!(outstanding)),
+        ("base_total_allocated_amount", json!(outstanding)),
+        ("reference_date", json!(today)),
+    ] {
+        pe.insert(k.into(), v);
+    }
+    let mut reference = site.blank_row("Payment Entry Reference");
+    let now = site.now();
+    for (k, v) in [
+        ("modified", json!(now)),
+        ("modified_by", json!(cfg.user)),
+        ("docstatus", json!(0)),
+        ("idx", json!(1)),
+        ("reference_doctype", json!(dt)),
+        ("reference_name", json!(s(&si, "name"))),
+        ("due_date", json!(s(&si, "due_date"))),
+        ("total_amount", json!(fl(&si, "grand_total"))),
+        ("outstanding_amount", json!(outstanding)),
+        ("allocated_amount", json!(outstanding)),
+        ("account", json!(s(&si, "debit_to"))),
+        ("parentfield", json!("references")),
+        ("parenttype", json!("Payment Entry")),
+        ("doctype", json!("Payment Entry Reference")),
+        ("__islocal", json!(1)),
+    ] {
+        reference.insert(k.into(), v);
+    }
+    put_rows(&mut pe, "references", vec![reference]);
+    for k in ["name", "creation", "modified", "modified_by"] {
+        pe.remove(k);
+    }
+    pe.insert("__islocal".into(), json!(1));
+    pe.insert("__unsaved".into(), json!(1));
+    Ok(pe)
+}
+
+/// Admin: the scheduler's Overdue status change (`on = true`) or its reversal.
+pub fn set_overdue(
+    site: &mut Site,
+    txn: &mut Txn,
+    name: &str,
+    on: bool,
+) -> Result<String, FrappeError> {
+    let si = site
+        .get("Sales Invoice", name)
+        .cloned()
+        .ok_or_else(|| FrappeError::not_found("Sales Invoice", name))?;
+    if fl(&si, "docstatus") != 1.0 || fl(&si, "outstanding_amount") <= 0.0 {
+        return Err(FrappeError::validation(format!(
+            "Sales Invoice {name} is {}: only a submitted invoice with an outstanding amount can be overdue",
+            s(&si, "status")
+        )));
+    }
+    let mut status = String::new();
+    db_set(site, txn, "Sales Invoice", name, |inv| {
+        set(inv, "status", if on { "Overdue" } else { "Unpaid" });
+        status = sales_invoice_status(inv).to_string();
+        set(inv, "status", status.clone());
+    });
+    Ok(status)
+}

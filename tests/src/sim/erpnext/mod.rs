@@ -1,0 +1,257 @@
+//! A stateful, in-memory ERPNext (Frappe 15.92 / ERPNext 15.92) for tests, faithful to the
+//! captures in `shared/contracts/erpnext` (status codes, error bodies, naming, statuses, webhooks).
+//!
+//! Layout:
+//! * `config`: credentials, company defaults, seeded master data, faults;
+//! * `state`: the store, naming series and the site clock; `doctypes`: field metadata (from
+//!   `schema.json`, distilled from the captures) and Frappe's JSON views of a document;
+//! * `documents`: the document life cycle (insert, save, submit, cancel, delete);
+//!   `controllers`: what each doctype adds (Sales Order totals, invoice/payment effects...);
+//!   `validation`: mandatory/link/unique/update-after-submit checks; `filters`: list queries;
+//! * `routes`: `/api/resource` and `/api/method`; `admin`: `/_sim/*`; `errors`: Frappe's error
+//!   bodies; `webhooks` + `pyjson`: Frappe's webhook dispatcher and its exact body bytes;
+//!   `words`: amounts in words.
+//!
+//! Not simulated: stock ledger, GL entries, delivery notes, user permissions beyond a per-doctype
+//! deny list, Frappe's background jobs other than webhook delivery.
+
+mod admin;
+mod config;
+mod controllers;
+mod doctypes;
+mod documents;
+mod errors;
+mod filters;
+pub mod pyjson;
+mod routes;
+mod state;
+mod validation;
+pub mod webhooks;
+mod words;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{ConfigFileError, ErpNextSimConfig, SeedItem, SeedPriceList, SeedTaxTemplate};
+pub use errors::FrappeError;
+pub use webhooks::{DeliveryAttempt, DeliveryState, WebhookDelivery, render_json};
+
+use crate::sim::faults::{FaultConfig, Faults};
+use documents::Txn;
+use state::Site;
+use webhooks::Dispatcher;
+
+/// Why the simulator did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid simulator config: {0}")]
+    Config(String),
+    #[error("listener has no local address: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// State shared by the HTTP handlers and the in-process handle.
+#[derive(Debug)]
+pub struct Shared {
+    site: Mutex<Site>,
+    faults: Faults,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Shared {
+    fn site(&self) -> MutexGuard<'_, Site> {
+        // A panicking handler leaves at worst one half-applied request; keep serving.
+        self.site.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run one request's worth of work as a transaction and, if it succeeded, dispatch the
+    /// webhooks its document events trigger (against the state it committed).
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Site, &mut Txn) -> Result<T, FrappeError>,
+    ) -> Result<T, FrappeError> {
+        let mut site = self.site();
+        let mut txn = Txn::default();
+        let result = f(&mut site, &mut txn)?;
+        self.dispatcher.dispatch(&site, txn.events);
+        Ok(result)
+    }
+}
+
+/// Entry point: `ErpNextSim::start(config, listener)`.
+#[derive(Debug)]
+pub struct ErpNextSim;
+
+impl ErpNextSim {
+    /// Serve the simulator on `listener` (bind `127.0.0.1:0` in tests) until the handle is shut
+    /// down or dropped.
+    pub async fn start(
+        config: ErpNextSimConfig,
+        listener: TcpListener,
+    ) -> Result<ErpNextSimHandle, StartError> {
+        let addr = listener.local_addr()?;
+        let cancel = CancellationToken::new();
+        let faults = Faults::new(config.faults.clone());
+        let dispatcher = Arc::new(Dispatcher::new(
+            &config.webhook_retry_delays_ms,
+            cancel.child_token(),
+        ));
+        let site = Site::new(config).map_err(StartError::Config)?;
+        let shared = Arc::new(Shared {
+            site: Mutex::new(site),
+            faults,
+            dispatcher,
+        });
+        let app = routes::router(Arc::clone(&shared))
+            .merge(admin::router())
+            .with_state(Arc::clone(&shared));
+        let stop = cancel.clone();
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "erpnext simulator stopped");
+            }
+        });
+        tracing::info!(%addr, "erpnext simulator listening");
+        Ok(ErpNextSimHandle {
+            addr,
+            shared,
+            cancel,
+            server: Some(server),
+        })
+    }
+}
+
+/// A running simulator: its address and in-process access to its state.
+#[derive(Debug)]
+pub struct ErpNextSimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    server: Option<JoinHandle<()>>,
+}
+
+impl ErpNextSimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`, what an ERPNext client takes as its base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config(&self) -> ErpNextSimConfig {
+        self.shared.site().config.clone()
+    }
+
+    /// `Authorization` header value for the configured key.
+    pub fn auth_header(&self) -> String {
+        let cfg = self.config();
+        format!("token {}:{}", cfg.api_key, cfg.api_secret)
+    }
+
+    /// Insert a document through the API's insert path (validations, naming, webhooks);
+    /// `doc` is a JSON object with the fields, `docstatus: 1` submits it. Returns the full doc.
+    pub fn seed(&self, doctype: &str, doc: Value) -> Result<Value, FrappeError> {
+        let body: Map<String, Value> = match doc {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.shared.seed_doc(doctype, &body)
+    }
+
+    /// Every document of `doctype` (full view, creation order).
+    pub fn list(&self, doctype: &str) -> Vec<Value> {
+        self.shared.docs(doctype)
+    }
+
+    pub fn get(&self, doctype: &str, name: &str) -> Option<Value> {
+        self.shared.doc(doctype, name)
+    }
+
+    /// Calls per endpoint (`POST /api/resource/Sales Order`, `PUT /api/resource/Sales Order/{name}`,
+    /// `POST /api/method/frappe.client.submit`, ...).
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.shared.faults.calls()
+    }
+
+    /// Faults injected so far by kind (`error`, `timeout`, `429`).
+    pub fn injected(&self) -> BTreeMap<String, u64> {
+        self.shared.faults.injected()
+    }
+
+    pub fn reset_calls(&self) {
+        self.shared.faults.reset_counters();
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    pub fn set_faults(&self, config: FaultConfig) {
+        self.shared.faults.set(config);
+    }
+
+    /// Make, save and submit the invoice of a submitted Sales Order; returns its name.
+    pub fn invoice_sales_order(&self, sales_order: &str) -> Result<String, FrappeError> {
+        self.shared.invoice_sales_order(sales_order)
+    }
+
+    /// Pay an invoice (all of it by default); returns the Payment Entry name.
+    pub fn pay_invoice(&self, invoice: &str, amount: Option<f64>) -> Result<String, FrappeError> {
+        self.shared.pay_invoice(invoice, amount)
+    }
+
+    /// Mark an unpaid invoice Overdue (or back); returns the resulting status.
+    pub fn set_invoice_overdue(&self, invoice: &str, overdue: bool) -> Result<String, FrappeError> {
+        self.shared.set_invoice_overdue(invoice, overdue)
+    }
+
+    /// Webhook deliveries so far, attempts included.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.shared.dispatcher.deliveries()
+    }
+
+    pub fn clear_webhook_deliveries(&self) {
+        self.shared.dispatcher.clear();
+    }
+
+    /// Pauses between webhook attempts (Frappe: 1 s, 4 s).
+    pub fn set_webhook_retry_delays_ms(&self, delays: &[u64]) {
+        self.shared.dispatcher.set_retry_delays(delays);
+    }
+
+    /// Doctypes the API user may not read or write (403 PermissionError).
+    pub fn set_denied_doctypes(&self, doctypes: Vec<String>) {
+        self.shared.site().config.denied_doctypes = doctypes;
+    }
+
+    /// Back to the seeded state; counters and the delivery log are cleared.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Stop serving, abort pending webhook deliveries and wait for the server task.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        self.shared.dispatcher.drain().await;
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for ErpNextSimHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
