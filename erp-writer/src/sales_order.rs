@@ -1,0 +1,436 @@
+//! The Sales Order of a deal, keyed by `hubspot_deal_id` (a unique custom field): the one
+//! document that must never exist twice.
+//!
+//! - Absent: create it (Draft), then submit it when `order.submit` says so. A crash between the
+//!   two leaves a Draft that the retry finds by `hubspot_deal_id` and submits.
+//! - A Draft: bring its lines, dates and header fields in line with the deal, if the deal's
+//!   change is newer than the Draft; then submit if asked.
+//! - Submitted (or cancelled): never touched. If the deal now differs, the step reports a
+//!   `SalesOrderConflict` (reason lists the differences) instead of silently dropping the change.
+//!
+//! Lines are compared by item, quantity and rate (rates to the cent, as ERPNext rounds them);
+//! descriptions are not compared because ERPNext fills them from the Item.
+
+use serde_json::{Map, Value, json};
+use shared::commands::{ErpOutcome, OrderLine, SyncDeal};
+use shared::erpnext::{Doc, ErpNextError, ErrorClass};
+
+use crate::diff::put_opt;
+use crate::error::StepError;
+use crate::metrics;
+use crate::site::ErpSite;
+use crate::upsert::{Key, by_field, find_or_insert};
+
+pub const SALES_ORDER: &str = "Sales Order";
+
+const LIST_FIELDS: &[&str] = &["name", "docstatus", "status", "modified"];
+
+/// Documents the Sales Order refers to, found by the earlier steps.
+#[derive(Debug, Clone, Default)]
+pub struct Parties<'a> {
+    pub customer: &'a str,
+    pub address: Option<&'a str>,
+    pub contact: Option<&'a str>,
+}
+
+/// Find-or-create the Sales Order of `cmd.hubspot_deal_id`; see the module doc.
+pub async fn upsert_sales_order(
+    site: &ErpSite,
+    cmd: &SyncDeal,
+    parties: &Parties<'_>,
+) -> Result<ErpOutcome, StepError> {
+    let deal = &cmd.hubspot_deal_id;
+    let what = format!("Sales Order for HubSpot deal {deal}");
+    if cmd.order.items.is_empty() {
+        // ERPNext answers an empty items list with a 500 TypeError; say what is wrong instead.
+        return Err(StepError::Invalid(format!(
+            "HubSpot deal {deal} has no line items; a Sales Order needs at least one"
+        )));
+    }
+    let mut body = header_fields(cmd, parties);
+    body.insert("hubspot_deal_id".into(), json!(deal));
+    body.insert("order_type".into(), json!("Sales"));
+    body.insert(
+        "transaction_date".into(),
+        json!(cmd.order.transaction_date.to_string()),
+    );
+    body.insert("items".into(), items_json(cmd));
+    let found = match find_or_insert(
+        site,
+        SALES_ORDER,
+        &by_field("hubspot_deal_id", deal, LIST_FIELDS),
+        &Value::Object(body),
+        &what,
+        Key::Unique("hubspot_deal_id", deal),
+    )
+    .await
+    {
+        Ok(found) => found,
+        Err(StepError::Erp { what, source }) => return Err(explain_rejection(cmd, what, source)),
+        Err(e) => return Err(e),
+    };
+    let mut doc = found.doc;
+    if found.created {
+        metrics::step(SALES_ORDER, "created");
+        tracing::info!(sales_order = doc.name(), hubspot_deal_id = %deal, "Sales Order created");
+    } else {
+        // The list row lacks the child tables and header fields we compare.
+        doc = site
+            .client
+            .get(SALES_ORDER, doc.name())
+            .await
+            .map_err(|e| StepError::erp(&what, e))?
+            .unwrap_or(doc);
+        let differences = differences(&doc, cmd, parties);
+        match doc.docstatus() {
+            0 if differences.is_empty() => metrics::step(SALES_ORDER, "unchanged"),
+            0 if !site.hubspot_is_newer(cmd.deal_modified, doc.modified()) => {
+                tracing::info!(
+                    sales_order = doc.name(),
+                    ?differences,
+                    "Draft Sales Order is newer than the deal change; left alone"
+                );
+                metrics::step(SALES_ORDER, "stale");
+                return Ok(upserted(cmd, &doc, false));
+            }
+            0 => {
+                let mut changes = header_fields(cmd, parties);
+                changes.insert("items".into(), items_json(cmd));
+                doc = site
+                    .client
+                    .update(SALES_ORDER, doc.name(), &Value::Object(changes))
+                    .await
+                    .map_err(|e| explain_rejection(cmd, what.clone(), e))?;
+                tracing::info!(
+                    sales_order = doc.name(),
+                    ?differences,
+                    "Draft Sales Order updated from the deal"
+                );
+                metrics::step(SALES_ORDER, "updated");
+            }
+            status => {
+                if differences.is_empty() {
+                    metrics::step(SALES_ORDER, "unchanged");
+                    return Ok(upserted(cmd, &doc, false));
+                }
+                let state = if status == 2 {
+                    "cancelled"
+                } else {
+                    "submitted"
+                };
+                let reason = format!(
+                    "Sales Order {} is {state} in ERPNext and is not changed by lead2ledger; the deal now differs: {}",
+                    doc.name(),
+                    differences.join("; ")
+                );
+                tracing::warn!(sales_order = doc.name(), hubspot_deal_id = %deal, %reason, "deal changed after its Sales Order was submitted");
+                metrics::step(SALES_ORDER, "conflict");
+                metrics::sales_order_conflict();
+                return Ok(ErpOutcome::SalesOrderConflict {
+                    hubspot_deal_id: deal.clone(),
+                    sales_order: doc.name().to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+    if cmd.order.submit && doc.docstatus() == 0 {
+        doc = site
+            .client
+            .submit(SALES_ORDER, doc.name())
+            .await
+            .map_err(|e| explain_rejection(cmd, what.clone(), e))?;
+        metrics::step(SALES_ORDER, "submitted");
+        tracing::info!(sales_order = doc.name(), "Sales Order submitted");
+    }
+    Ok(upserted(cmd, &doc, found.created))
+}
+
+fn upserted(cmd: &SyncDeal, doc: &Doc, created: bool) -> ErpOutcome {
+    ErpOutcome::SalesOrderUpserted {
+        hubspot_deal_id: cmd.hubspot_deal_id.clone(),
+        hubspot_company_id: cmd.customer.hubspot_company_id.clone(),
+        sales_order: doc.name().to_string(),
+        docstatus: doc.docstatus(),
+        status: doc.str("status").unwrap_or_default().to_string(),
+        created,
+        modified: doc.modified().unwrap_or_default().to_string(),
+    }
+}
+
+/// The header fields lead2ledger sets (and later compares) on a Sales Order.
+fn header_fields(cmd: &SyncDeal, parties: &Parties<'_>) -> Map<String, Value> {
+    let o = &cmd.order;
+    let mut m = Map::new();
+    m.insert("customer".into(), json!(parties.customer));
+    m.insert("company".into(), json!(o.company));
+    m.insert("currency".into(), json!(o.currency));
+    m.insert("delivery_date".into(), json!(o.delivery_date.to_string()));
+    put_opt(
+        &mut m,
+        "selling_price_list",
+        o.selling_price_list.as_deref(),
+    );
+    put_opt(&mut m, "taxes_and_charges", o.taxes_and_charges.as_deref());
+    put_opt(&mut m, "set_warehouse", o.set_warehouse.as_deref());
+    put_opt(&mut m, "customer_address", parties.address);
+    put_opt(&mut m, "contact_person", parties.contact);
+    m
+}
+
+fn items_json(cmd: &SyncDeal) -> Value {
+    let delivery = cmd.order.delivery_date.to_string();
+    Value::Array(
+        cmd.order
+            .items
+            .iter()
+            .map(|l| {
+                let mut row = Map::new();
+                row.insert("item_code".into(), json!(l.item_code));
+                row.insert("qty".into(), json!(l.qty));
+                row.insert("rate".into(), json!(l.rate));
+                row.insert("delivery_date".into(), json!(delivery));
+                put_opt(&mut row, "description", l.description.as_deref());
+                put_opt(&mut row, "warehouse", cmd.order.set_warehouse.as_deref());
+                Value::Object(row)
+            })
+            .collect(),
+    )
+}
+
+/// Human-readable differences between the Sales Order and what the deal says now.
+pub fn differences(doc: &Doc, cmd: &SyncDeal, parties: &Parties<'_>) -> Vec<String> {
+    let o = &cmd.order;
+    let mut out = Vec::new();
+    let mut check = |field: &str, want: Option<&str>| {
+        if let Some(want) = want
+            && doc.str(field).unwrap_or_default().trim() != want.trim()
+        {
+            out.push(format!(
+                "{field} {:?} → {want:?}",
+                doc.str(field).unwrap_or_default()
+            ));
+        }
+    };
+    check("customer", Some(parties.customer));
+    check("currency", Some(&o.currency));
+    check("delivery_date", Some(&o.delivery_date.to_string()));
+    check("selling_price_list", o.selling_price_list.as_deref());
+    check("taxes_and_charges", o.taxes_and_charges.as_deref());
+    let have = lines_of(doc);
+    let want = normalised(
+        o.items
+            .iter()
+            .map(|l| (l.item_code.clone(), l.qty, l.rate))
+            .collect(),
+    );
+    if !same_lines(&have, &want) {
+        out.push(format!(
+            "items [{}] → [{}]",
+            show_lines(&have),
+            show_lines(&want)
+        ));
+    }
+    out
+}
+
+type Line = (String, f64, f64);
+
+fn lines_of(doc: &Doc) -> Vec<Line> {
+    normalised(
+        doc.table("items")
+            .iter()
+            .map(|r| {
+                (
+                    r.str("item_code").unwrap_or_default().to_string(),
+                    r.f64("qty").unwrap_or_default(),
+                    r.f64("rate").unwrap_or_default(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn normalised(mut lines: Vec<Line>) -> Vec<Line> {
+    lines.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.total_cmp(&b.1))
+            .then(a.2.total_cmp(&b.2))
+    });
+    lines
+}
+
+fn same_lines(a: &[Line], b: &[Line]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.0 == y.0
+                && (x.1 - y.1).abs() < 1e-6
+                && ((x.2 * 100.0).round() - (y.2 * 100.0).round()).abs() < 0.5
+        })
+}
+
+fn show_lines(lines: &[Line]) -> String {
+    lines
+        .iter()
+        .map(|(code, qty, rate)| format!("{code} × {qty} @ {rate}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Turn ERPNext's rejection of an order line into the operator's fix: an unknown `item_code`
+/// comes back as 404 `DoesNotExistError` "Item W-9 not found" (or a 417 link error naming it).
+fn explain_rejection(cmd: &SyncDeal, what: String, source: ErpNextError) -> StepError {
+    if matches!(source.class(), ErrorClass::Permanent) {
+        let message = source.server_message();
+        let lower = message.to_lowercase();
+        if lower.contains("item")
+            && let Some(line) = find_line(&cmd.order.items, &message)
+        {
+            return StepError::UnknownItem {
+                item: line.item_code.clone(),
+                message,
+            };
+        }
+    }
+    StepError::erp(what, source)
+}
+
+fn find_line<'a>(lines: &'a [OrderLine], message: &str) -> Option<&'a OrderLine> {
+    // The longest code first, so "W-90" is not mistaken for "W-9".
+    let mut by_len: Vec<&OrderLine> = lines.iter().collect();
+    by_len.sort_by_key(|l| std::cmp::Reverse(l.item_code.len()));
+    by_len.into_iter().find(|l| message.contains(&l.item_code))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDate, Utc};
+    use shared::commands::{CustomerSpec, SalesOrderSpec};
+
+    use super::*;
+
+    fn cmd(items: Vec<OrderLine>) -> SyncDeal {
+        SyncDeal {
+            hubspot_deal_id: "d1".into(),
+            deal_name: "Deal".into(),
+            deal_modified: Utc::now(),
+            customer: CustomerSpec {
+                hubspot_company_id: "c1".into(),
+                customer_name: "Globex".into(),
+                customer_type: "Company".into(),
+                customer_group: "Commercial".into(),
+                territory: "United States".into(),
+                default_currency: None,
+                website: None,
+                tax_id: None,
+                modified: Utc::now(),
+            },
+            address: None,
+            contacts: vec![],
+            order: SalesOrderSpec {
+                company: "Acme".into(),
+                currency: "USD".into(),
+                transaction_date: NaiveDate::from_ymd_opt(2026, 11, 24).expect("date"),
+                delivery_date: NaiveDate::from_ymd_opt(2026, 12, 15).expect("date"),
+                selling_price_list: None,
+                taxes_and_charges: None,
+                set_warehouse: None,
+                submit: false,
+                items,
+            },
+        }
+    }
+
+    fn line(code: &str, qty: f64, rate: f64) -> OrderLine {
+        OrderLine {
+            item_code: code.into(),
+            qty,
+            rate,
+            hubspot_line_item_id: format!("li-{code}"),
+            description: None,
+        }
+    }
+
+    fn so(items: Value) -> Doc {
+        let Value::Object(m) = json!({
+            "name": "SAL-ORD-2026-00001", "customer": "Globex", "currency": "USD",
+            "delivery_date": "2026-12-15", "docstatus": 1, "items": items
+        }) else {
+            unreachable!()
+        };
+        Doc(m)
+    }
+
+    #[test]
+    fn identical_lines_in_another_order_are_no_difference() {
+        let c = cmd(vec![
+            line("SKU-WIDGET", 10.0, 25.0),
+            line("SKU-SERVICE", 4.0, 150.0),
+        ]);
+        let doc = so(json!([
+            {"item_code": "SKU-SERVICE", "qty": 4.0, "rate": 150.0},
+            {"item_code": "SKU-WIDGET", "qty": 10.0, "rate": 25.0}
+        ]));
+        let parties = Parties {
+            customer: "Globex",
+            ..Default::default()
+        };
+        assert!(differences(&doc, &c, &parties).is_empty());
+        // ERPNext rounds rates to the cent.
+        let c = cmd(vec![
+            line("SKU-WIDGET", 10.0, 24.999),
+            line("SKU-SERVICE", 4.0, 150.0),
+        ]);
+        assert!(differences(&doc, &c, &parties).is_empty());
+    }
+
+    #[test]
+    fn changed_lines_and_dates_are_listed() {
+        let c = cmd(vec![line("SKU-WIDGET", 12.0, 25.0)]);
+        let doc = so(json!([{"item_code": "SKU-WIDGET", "qty": 10.0, "rate": 25.0}]));
+        let parties = Parties {
+            customer: "Globex - 1",
+            ..Default::default()
+        };
+        let d = differences(&doc, &c, &parties);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("customer"), "{d:?}");
+        assert!(
+            d[1].contains("SKU-WIDGET × 10 @ 25") && d[1].contains("SKU-WIDGET × 12 @ 25"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_item_rejections_name_the_sku() {
+        let c = cmd(vec![line("W-9", 1.0, 1.0), line("W-90", 1.0, 1.0)]);
+        let err = ErpNextError::Api {
+            operation: "insert",
+            doctype: "Sales Order".into(),
+            status: 404,
+            exc_type: Some("DoesNotExistError".into()),
+            message: "Item W-90 not found".into(),
+            retry_after: None,
+        };
+        match explain_rejection(&c, "SO".into(), err) {
+            StepError::UnknownItem { item, message } => {
+                assert_eq!(item, "W-90");
+                assert_eq!(message, "Item W-90 not found");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A customer that does not exist is not an item problem.
+        let err = ErpNextError::Api {
+            operation: "insert",
+            doctype: "Sales Order".into(),
+            status: 404,
+            exc_type: Some("DoesNotExistError".into()),
+            message: "Customer Nope not found".into(),
+            retry_after: None,
+        };
+        assert!(matches!(
+            explain_rejection(&c, "SO".into(), err),
+            StepError::Erp { .. }
+        ));
+    }
+}

@@ -1,0 +1,9 @@
+//! erp-writer against the ERPNext simulator, the real RabbitMQ and the real Redis; every test
+//! in its own namespace. One test binary, many modules (one link instead of one per file).
+
+mod cli;
+mod common;
+mod crash;
+mod setup;
+mod steps;
+mod worker;

@@ -1,0 +1,346 @@
+//! The steps of `erp.sync_deal` against the ERPNext simulator, without broker or Redis.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use erp_writer::apply_sync_deal;
+use erp_writer::updates::{Applied, apply_update_contact, apply_update_customer};
+use serde_json::Value;
+use shared::commands::{ErpOutcome, UpdateContact, UpdateCustomer};
+
+use crate::common::{World, company, deal, line};
+
+fn str_of<'a>(v: &'a Value, f: &str) -> &'a str {
+    v[f].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sync_deal_creates_customer_address_contacts_and_sales_order() {
+    let w = World::start().await;
+    let site = w.site();
+    let cmd = deal("full");
+    let outcomes = apply_sync_deal(&site, &cmd).await.expect("applied");
+
+    // Customer, keyed by the HubSpot company.
+    let customers = w.docs_where("Customer", "hubspot_company_id", "co-full");
+    assert_eq!(customers.len(), 1);
+    let customer = str_of(&customers[0], "name").to_string();
+    assert_eq!(customer, "Globex full");
+    assert_eq!(str_of(&customers[0], "customer_group"), "Commercial");
+    assert_eq!(str_of(&customers[0], "website"), "https://globex.example");
+
+    // Address, linked to it.
+    let addresses = w.docs("Address");
+    assert_eq!(addresses.len(), 1);
+    let address = &addresses[0];
+    assert_eq!(str_of(address, "address_line1"), "1 Globex Way");
+    assert_eq!(address["links"][0]["link_doctype"], "Customer");
+    assert_eq!(address["links"][0]["link_name"], customer.as_str());
+
+    // Three contacts, each linked, each with its HubSpot ID.
+    let contacts = w.docs("Contact");
+    assert_eq!(contacts.len(), 3);
+    for (i, c) in contacts.iter().enumerate() {
+        assert_eq!(
+            str_of(c, "hubspot_contact_id"),
+            format!("ct-full-{}", i + 1)
+        );
+        assert_eq!(c["links"][0]["link_name"], customer.as_str(), "{c}");
+        assert_eq!(
+            str_of(c, "email_id"),
+            format!("p{}.full@globex.example", i + 1)
+        );
+    }
+    assert_eq!(str_of(&contacts[0], "phone"), "+1 555 0100");
+
+    // The Sales Order with the deal's lines, terms and ID, submitted.
+    let orders = w.docs("Sales Order");
+    assert_eq!(orders.len(), 1);
+    let so = &orders[0];
+    assert_eq!(str_of(so, "hubspot_deal_id"), "deal-full");
+    assert_eq!(str_of(so, "customer"), customer);
+    assert_eq!(str_of(so, "currency"), "USD");
+    assert_eq!(str_of(so, "selling_price_list"), "HubSpot USD");
+    assert_eq!(str_of(so, "taxes_and_charges"), "US Sales Tax - ATL");
+    assert_eq!(str_of(so, "delivery_date"), "2027-01-15");
+    assert_eq!(str_of(so, "customer_address"), str_of(address, "name"));
+    assert_eq!(
+        str_of(so, "contact_person"),
+        str_of(&contacts[1], "name"),
+        "the primary contact"
+    );
+    assert_eq!(so["docstatus"], 1);
+    let items: Vec<(String, f64, f64)> = so["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                str_of(i, "item_code").to_string(),
+                i["qty"].as_f64().unwrap_or(0.0),
+                i["rate"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            ("SKU-WIDGET".to_string(), 10.0, 25.0),
+            ("SKU-SERVICE".to_string(), 4.0, 150.0)
+        ]
+    );
+    assert_eq!(
+        so["grand_total"].as_f64(),
+        Some(918.0),
+        "850 + 8% from the tax template"
+    );
+
+    // One outcome per step, in order.
+    let kinds: Vec<String> = outcomes.iter().map(|o| o.routing_key()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "outcome.erp.customer_upserted",
+            "outcome.erp.address_upserted",
+            "outcome.erp.contact_upserted",
+            "outcome.erp.contact_upserted",
+            "outcome.erp.contact_upserted",
+            "outcome.erp.sales_order_upserted",
+        ]
+    );
+    match outcomes.last() {
+        Some(ErpOutcome::SalesOrderUpserted {
+            sales_order,
+            docstatus,
+            created,
+            status,
+            ..
+        }) => {
+            assert_eq!(sales_order, str_of(so, "name"));
+            assert_eq!(*docstatus, 1);
+            assert!(*created);
+            assert_eq!(status, "To Deliver and Bill");
+        }
+        other => panic!("{other:?}"),
+    }
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn same_name_companies_become_two_customers_and_each_deal_lands_on_its_own() {
+    let w = World::start().await;
+    let site = w.site();
+    let mut a = deal("a");
+    let mut b = deal("b");
+    a.customer.customer_name = "Globex Corporation".into();
+    b.customer.customer_name = "Globex Corporation".into();
+    // Apply each twice, interleaved: lookups must go by HubSpot ID, never by name.
+    for cmd in [&a, &b, &a, &b] {
+        apply_sync_deal(&site, cmd).await.expect("applied");
+    }
+    let customers = w.docs("Customer");
+    assert_eq!(customers.len(), 2, "{customers:#?}");
+    let name_of = |company: &str| {
+        str_of(
+            &w.docs_where("Customer", "hubspot_company_id", company)[0],
+            "name",
+        )
+        .to_string()
+    };
+    assert_eq!(name_of("co-a"), "Globex Corporation");
+    assert_eq!(
+        name_of("co-b"),
+        "Globex Corporation - 1",
+        "ERPNext renames the second"
+    );
+    let orders = w.docs("Sales Order");
+    assert_eq!(orders.len(), 2);
+    for (deal_id, company) in [("deal-a", "co-a"), ("deal-b", "co-b")] {
+        let so = w.docs_where("Sales Order", "hubspot_deal_id", deal_id);
+        assert_eq!(so.len(), 1);
+        assert_eq!(
+            str_of(&so[0], "customer"),
+            name_of(company),
+            "{deal_id} lands on its own customer"
+        );
+    }
+    assert_eq!(w.docs("Contact").len(), 6);
+    assert_eq!(w.docs("Address").len(), 2);
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn reapplying_changes_nothing_and_reports_existing_documents() {
+    let w = World::start().await;
+    let site = w.site();
+    let cmd = deal("again");
+    apply_sync_deal(&site, &cmd).await.expect("first");
+    let before: Vec<Value> = ["Customer", "Address", "Contact", "Sales Order"]
+        .iter()
+        .flat_map(|d| w.docs(d))
+        .collect();
+    w.sim.reset_calls();
+    for _ in 0..4 {
+        let outcomes = apply_sync_deal(&site, &cmd).await.expect("again");
+        assert!(
+            outcomes.iter().all(|o| !matches!(
+                o,
+                ErpOutcome::CustomerUpserted { created: true, .. }
+                    | ErpOutcome::AddressUpserted { created: true, .. }
+                    | ErpOutcome::ContactUpserted { created: true, .. }
+                    | ErpOutcome::SalesOrderUpserted { created: true, .. }
+            )),
+            "{outcomes:?}"
+        );
+    }
+    let after: Vec<Value> = ["Customer", "Address", "Contact", "Sales Order"]
+        .iter()
+        .flat_map(|d| w.docs(d))
+        .collect();
+    assert_eq!(before, after, "a replay writes nothing");
+    let writes: u64 = w
+        .sim
+        .calls()
+        .iter()
+        .filter(|(k, _)| k.starts_with("POST") || k.starts_with("PUT"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(writes, 0, "no POST/PUT on a replay: {:?}", w.sim.calls());
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn draft_orders_follow_the_deal_and_submitted_ones_report_a_conflict() {
+    let w = World::start().await;
+    let site = w.site();
+    let mut cmd = deal("draft");
+    cmd.order.submit = false;
+    apply_sync_deal(&site, &cmd).await.expect("draft created");
+
+    // The deal's lines change (a newer HubSpot change): the Draft follows.
+    cmd.order.items = vec![line("SKU-GADGET", 3.0, 40.0)];
+    cmd.deal_modified = Utc::now() + ChronoDuration::seconds(5);
+    apply_sync_deal(&site, &cmd).await.expect("draft updated");
+    let so = &w.docs("Sales Order")[0];
+    assert_eq!(so["docstatus"], 0);
+    assert_eq!(so["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(so["items"][0]["item_code"], "SKU-GADGET");
+    assert_eq!(so["items"][0]["qty"].as_f64(), Some(3.0));
+
+    // An older change arriving late does not overwrite it.
+    let mut stale = cmd.clone();
+    stale.order.items = vec![line("SKU-WIDGET", 99.0, 25.0)];
+    stale.deal_modified = Utc::now() - ChronoDuration::days(1);
+    apply_sync_deal(&site, &stale)
+        .await
+        .expect("stale is not an error");
+    assert_eq!(
+        w.docs("Sales Order")[0]["items"][0]["item_code"],
+        "SKU-GADGET"
+    );
+
+    // Submit, then change the deal again: the order is left alone and a conflict reported.
+    cmd.order.submit = true;
+    apply_sync_deal(&site, &cmd).await.expect("submitted");
+    let submitted = w.docs("Sales Order")[0].clone();
+    assert_eq!(submitted["docstatus"], 1);
+    let mut changed = cmd.clone();
+    changed.order.items = vec![line("SKU-GADGET", 5.0, 40.0)];
+    changed.deal_modified = Utc::now() + ChronoDuration::seconds(10);
+    let outcomes = apply_sync_deal(&site, &changed)
+        .await
+        .expect("conflict is an outcome");
+    match outcomes.last() {
+        Some(ErpOutcome::SalesOrderConflict {
+            sales_order,
+            reason,
+            ..
+        }) => {
+            assert_eq!(sales_order, str_of(&submitted, "name"));
+            assert!(
+                reason.contains("SKU-GADGET × 3 @ 40") && reason.contains("SKU-GADGET × 5 @ 40"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        w.docs("Sales Order"),
+        vec![submitted],
+        "the submitted order is untouched"
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn customer_fields_are_refreshed_only_by_newer_hubspot_changes() {
+    let w = World::start().await;
+    let site = w.site();
+    let cmd = deal("upd");
+    apply_sync_deal(&site, &cmd).await.expect("synced");
+
+    let mut newer = UpdateCustomer {
+        customer: company(
+            "co-upd",
+            "Globex Renamed",
+            Utc::now() + ChronoDuration::seconds(5),
+        ),
+        address: None,
+    };
+    newer.customer.website = Some("https://new.example".into());
+    let applied = apply_update_customer(&site, &newer).await.expect("applied");
+    assert!(matches!(applied, Applied::Outcomes(_)));
+    let c = &w.docs_where("Customer", "hubspot_company_id", "co-upd")[0];
+    assert_eq!(str_of(c, "customer_name"), "Globex Renamed");
+    assert_eq!(str_of(c, "website"), "https://new.example");
+    assert_eq!(
+        str_of(c, "name"),
+        "Globex upd",
+        "the document name never changes"
+    );
+
+    let mut older = newer.clone();
+    older.customer.modified = Utc::now() - ChronoDuration::days(2);
+    older.customer.website = Some("https://old.example".into());
+    apply_update_customer(&site, &older)
+        .await
+        .expect("stale is fine");
+    assert_eq!(
+        str_of(
+            &w.docs_where("Customer", "hubspot_company_id", "co-upd")[0],
+            "website"
+        ),
+        "https://new.example"
+    );
+
+    // A company never synced is not created by an update.
+    let unknown = UpdateCustomer {
+        customer: company("co-never", "Nobody", Utc::now()),
+        address: None,
+    };
+    assert!(matches!(
+        apply_update_customer(&site, &unknown).await.expect("ok"),
+        Applied::NothingToDo(_)
+    ));
+    assert!(
+        w.docs_where("Customer", "hubspot_company_id", "co-never")
+            .is_empty()
+    );
+
+    // A contact update: new email becomes primary, the old row is kept.
+    let mut contact = cmd.contacts[0].clone();
+    contact.email_id = Some("new.p1@globex.example".into());
+    contact.modified = Utc::now() + ChronoDuration::seconds(5);
+    apply_update_contact(
+        &site,
+        &UpdateContact {
+            hubspot_company_id: Some("co-upd".into()),
+            contact,
+        },
+    )
+    .await
+    .expect("contact updated");
+    let c = &w.docs_where("Contact", "hubspot_contact_id", "ct-upd-1")[0];
+    assert_eq!(str_of(c, "email_id"), "new.p1@globex.example");
+    assert_eq!(c["email_ids"].as_array().map(Vec::len), Some(2), "{c}");
+    assert_eq!(w.docs("Contact").len(), 3);
+    w.cleanup().await;
+}
