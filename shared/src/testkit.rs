@@ -265,8 +265,8 @@ pub fn close_broker_connections(needle: &str) -> usize {
         };
         let ok = std::process::Command::new("rabbitmqctl")
             .args(["close_connection", pid, "closed by test"])
-            .status()
-            .is_ok_and(|s| s.success());
+            .output()
+            .is_ok_and(|o| o.status.success());
         closed += usize::from(ok);
     }
     closed
