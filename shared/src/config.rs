@@ -75,6 +75,7 @@ pub struct Settings {
     pub hubspot: HubSpotConfig,
     pub erpnext: ErpNextConfig,
     pub worker: WorkerConfig,
+    pub crm_writer: CrmWriterConfig,
     pub telemetry: TelemetryConfig,
     pub mapping: MappingConfig,
 }
@@ -245,6 +246,10 @@ pub struct ErpNextConfig {
     /// URL ERPNext's webhooks call (ingest's public URL as ERPNext sees it); `erp-writer setup`
     /// appends `/webhooks/erpnext/<doctype>/<event>`.
     pub webhook_target: Option<Url>,
+    /// IANA time zone of the ERPNext site (System Settings → Time Zone). ERPNext's `modified` is a
+    /// naive site-local time; erp-writer compares it with HubSpot's UTC timestamps so an older
+    /// HubSpot change never overwrites a newer ERPNext document.
+    pub time_zone: String,
 }
 
 impl Default for ErpNextConfig {
@@ -259,6 +264,7 @@ impl Default for ErpNextConfig {
             max_concurrency: 8,
             timeout: Duration::from_secs(30),
             webhook_target: None,
+            time_zone: "UTC".into(),
         }
     }
 }
@@ -268,7 +274,10 @@ impl IngestConfig {
     pub fn hubspot_webhook_url(&self) -> String {
         match &self.hubspot_public_url {
             Some(u) => u.as_str().to_string(),
-            None => format!("{}/webhooks/hubspot", self.public_url.as_str().trim_end_matches('/')),
+            None => format!(
+                "{}/webhooks/hubspot",
+                self.public_url.as_str().trim_end_matches('/')
+            ),
         }
     }
 }
@@ -319,6 +328,40 @@ impl Default for WorkerConfig {
     }
 }
 
+/// crm-writer's batching of HubSpot writes (DESIGN §6). Its handlers mostly wait for a batch to
+/// fill, so it needs far more deliveries in flight than the other workers: `in_flight` replaces
+/// `worker.prefetch` and `worker.concurrency` for crm-writer, and should be at least
+/// `2 × max_batch` so one batch can fill while the previous one is being written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrmWriterConfig {
+    /// How long the first pending update of a batch waits for more (same object: merged into one
+    /// input; other objects: same `batch/update` call).
+    #[serde(with = "humantime_serde")]
+    pub coalesce_window: Duration,
+    /// Objects per `batch/update` call (HubSpot accepts at most 100).
+    pub max_batch: usize,
+    /// Unacked deliveries and concurrent handler calls of one crm-writer process.
+    pub in_flight: u16,
+    /// HubSpot write calls in flight at once per object type, per process.
+    pub parallel_batches: usize,
+    /// How long the last applied `source_modified` per (object, property) is remembered in Redis.
+    #[serde(with = "humantime_serde")]
+    pub ordering_ttl: Duration,
+}
+
+impl Default for CrmWriterConfig {
+    fn default() -> Self {
+        Self {
+            coalesce_window: Duration::from_millis(200),
+            max_batch: 100,
+            in_flight: 200,
+            parallel_batches: 2,
+            ordering_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -352,7 +395,10 @@ impl Settings {
     }
 
     /// Load with an explicit environment, so tests need not touch the process's.
-    pub fn load_from(path: Option<&Path>, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+    pub fn load_from(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
         let path = path.map(Path::to_path_buf).or_else(|| {
             env.iter()
                 .find(|(k, _)| k == CONFIG_PATH_ENV)
@@ -376,20 +422,28 @@ impl Settings {
             let name = &var[ENV_PREFIX.len()..];
             // `L2L_HUBSPOT__CLIENT_SECRET_FILE=/run/secrets/x` sets `hubspot.client_secret`.
             if let Some(name) = name.strip_suffix("_FILE") {
-                let contents = std::fs::read_to_string(value).map_err(|source| ConfigError::SecretFile {
-                    var: var.clone(),
-                    path: PathBuf::from(value),
-                    source,
-                })?;
-                overrides.insert(name, Value::from(contents.trim_end_matches(['\n', '\r']).to_string()));
+                let contents =
+                    std::fs::read_to_string(value).map_err(|source| ConfigError::SecretFile {
+                        var: var.clone(),
+                        path: PathBuf::from(value),
+                        source,
+                    })?;
+                overrides.insert(
+                    name,
+                    Value::from(contents.trim_end_matches(['\n', '\r']).to_string()),
+                );
             } else {
                 // Same parsing as figment's own `Env`: "7" is an integer, "[a, b]" an array.
-                let parsed: Value = value.parse().unwrap_or_else(|never: std::convert::Infallible| match never {});
+                let parsed: Value = value
+                    .parse()
+                    .unwrap_or_else(|never: std::convert::Infallible| match never {});
                 overrides.insert(name, parsed);
             }
         }
         figment = figment.merge(overrides);
-        let settings: Settings = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
         let problems = settings.validate();
         if problems.is_empty() {
             Ok(settings)
@@ -402,31 +456,88 @@ impl Settings {
     pub fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
-            p.push(Problem::new("amqp.url", "must start with amqp:// or amqps://", "e.g. amqp://guest:guest@127.0.0.1:5672/%2f"));
+            p.push(Problem::new(
+                "amqp.url",
+                "must start with amqp:// or amqps://",
+                "e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
+            ));
         }
         if self.amqp.namespace.is_empty() || self.amqp.namespace.contains([' ', '#', '*']) {
-            p.push(Problem::new("amqp.namespace", "must be non-empty without spaces, '#' or '*'", "use e.g. \"l2l\""));
+            p.push(Problem::new(
+                "amqp.namespace",
+                "must be non-empty without spaces, '#' or '*'",
+                "use e.g. \"l2l\"",
+            ));
         }
         if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
-            p.push(Problem::new("redis.url", "must start with redis:// or rediss://", "e.g. redis://127.0.0.1:6379"));
+            p.push(Problem::new(
+                "redis.url",
+                "must start with redis:// or rediss://",
+                "e.g. redis://127.0.0.1:6379",
+            ));
         }
         if self.ingest.max_body_bytes < 1024 {
-            p.push(Problem::new("ingest.max_body_bytes", "is below 1 KiB", "use at least 1048576"));
+            p.push(Problem::new(
+                "ingest.max_body_bytes",
+                "is below 1 KiB",
+                "use at least 1048576",
+            ));
         }
         if self.worker.prefetch == 0 {
-            p.push(Problem::new("worker.prefetch", "must be at least 1", "use e.g. 32"));
+            p.push(Problem::new(
+                "worker.prefetch",
+                "must be at least 1",
+                "use e.g. 32",
+            ));
         }
         if self.worker.concurrency == 0 {
-            p.push(Problem::new("worker.concurrency", "must be at least 1", "use e.g. 16"));
+            p.push(Problem::new(
+                "worker.concurrency",
+                "must be at least 1",
+                "use e.g. 16",
+            ));
         }
         if self.worker.retry_tiers.is_empty() {
-            p.push(Problem::new("worker.retry_tiers", "is empty", "use e.g. [\"5s\", \"30s\", \"5m\", \"30m\"]"));
+            p.push(Problem::new(
+                "worker.retry_tiers",
+                "is empty",
+                "use e.g. [\"5s\", \"30s\", \"5m\", \"30m\"]",
+            ));
+        }
+        if self.erpnext.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            p.push(Problem::new(
+                "erpnext.time_zone",
+                format!("{:?} is not an IANA time zone", self.erpnext.time_zone),
+                "use the site's System Settings time zone, e.g. \"America/New_York\" or \"UTC\"",
+            ));
         }
         if self.erpnext.max_concurrency == 0 {
-            p.push(Problem::new("erpnext.max_concurrency", "must be at least 1", "use e.g. 8"));
+            p.push(Problem::new(
+                "erpnext.max_concurrency",
+                "must be at least 1",
+                "use e.g. 8",
+            ));
         }
         if self.hubspot.budget.per_10s == 0 {
-            p.push(Problem::new("hubspot.budget.per_10s", "must be at least 1", "100 (Free/Starter) or 190 (Professional/Enterprise)"));
+            p.push(Problem::new(
+                "hubspot.budget.per_10s",
+                "must be at least 1",
+                "100 (Free/Starter) or 190 (Professional/Enterprise)",
+            ));
+        }
+        if !(1..=100).contains(&self.crm_writer.max_batch) {
+            p.push(Problem::new(
+                "crm_writer.max_batch",
+                "must be between 1 and 100 (HubSpot's batch limit)",
+                "use 100",
+            ));
+        }
+        if self.crm_writer.in_flight == 0 || self.crm_writer.parallel_batches == 0 {
+            p.push(Problem::new(
+                "crm_writer.in_flight / crm_writer.parallel_batches",
+                "must be at least 1",
+                "use in_flight = 200 and parallel_batches = 2",
+            ));
         }
         p.extend(self.mapping.validate());
         p
@@ -468,9 +579,8 @@ impl EnvOverrides {
 
 impl Provider for EnvOverrides {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable").interpolater(|_, keys| {
-            format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase())
-        })
+        Metadata::named("environment variable")
+            .interpolater(|_, keys| format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase()))
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
@@ -527,7 +637,8 @@ mod duration_list {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-        Vec::<humantime_serde::Serde<Duration>>::deserialize(d).map(|v| v.into_iter().map(|x| x.into_inner()).collect())
+        Vec::<humantime_serde::Serde<Duration>>::deserialize(d)
+            .map(|v| v.into_iter().map(|x| x.into_inner()).collect())
     }
 }
 
@@ -537,7 +648,10 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -562,7 +676,10 @@ mod tests {
             Some(&cfg),
             &env(&[
                 ("L2L_INGEST__LISTEN", "127.0.0.1:9100"),
-                ("L2L_HUBSPOT__CLIENT_SECRET_FILE", secret.to_str().expect("utf8")),
+                (
+                    "L2L_HUBSPOT__CLIENT_SECRET_FILE",
+                    secret.to_str().expect("utf8"),
+                ),
                 ("L2L_AMQP__DELIVERY_LIMIT", "7"),
                 ("OTHER", "x"),
             ]),
@@ -571,12 +688,21 @@ mod tests {
         assert_eq!(s.amqp.namespace, "fromfile");
         assert_eq!(s.amqp.delivery_limit, 7);
         assert_eq!(s.ingest.listen.port(), 9100);
-        assert_eq!(s.worker.retry_tiers, vec![Duration::from_millis(50), Duration::from_secs(1)]);
         assert_eq!(
-            s.hubspot.client_secret.as_ref().map(|s| s.expose_secret().to_string()),
+            s.worker.retry_tiers,
+            vec![Duration::from_millis(50), Duration::from_secs(1)]
+        );
+        assert_eq!(
+            s.hubspot
+                .client_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
             Some("s3cret".to_string())
         );
-        assert!(!format!("{s:?}").contains("s3cret"), "secrets never reach Debug output");
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "secrets never reach Debug output"
+        );
     }
 
     #[test]
@@ -588,15 +714,36 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("namspace"), "{msg}");
 
-        let err = Settings::load_from(None, &env(&[("L2L_INGEST__LISTEN", "nope")])).expect_err("bad addr");
-        assert!(err.to_string().contains("L2L_INGEST__LISTEN") || err.to_string().contains("listen"), "{err}");
+        let err = Settings::load_from(None, &env(&[("L2L_INGEST__LISTEN", "nope")]))
+            .expect_err("bad addr");
+        assert!(
+            err.to_string().contains("L2L_INGEST__LISTEN") || err.to_string().contains("listen"),
+            "{err}"
+        );
 
-        let err = Settings::load_from(None, &env(&[("L2L_WORKER__PREFETCH", "0")])).expect_err("semantic");
+        let err = Settings::load_from(None, &env(&[("L2L_WORKER__PREFETCH", "0")]))
+            .expect_err("semantic");
         assert!(err.to_string().contains("worker.prefetch"), "{err}");
     }
 
     #[test]
+    fn erpnext_time_zone_must_be_an_iana_name() {
+        let err = Settings::load_from(None, &env(&[("L2L_ERPNEXT__TIME_ZONE", "Mars/Olympus")]))
+            .expect_err("bad zone");
+        assert!(err.to_string().contains("erpnext.time_zone"), "{err}");
+        let s = Settings::load_from(
+            None,
+            &env(&[("L2L_ERPNEXT__TIME_ZONE", "America/New_York")]),
+        )
+        .expect("valid zone");
+        assert_eq!(s.erpnext.time_zone, "America/New_York");
+    }
+
+    #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+        assert_eq!(
+            redact_url("amqp://guest:guest@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
     }
 }
