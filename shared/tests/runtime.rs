@@ -994,13 +994,18 @@ async fn a_panicking_handler_ends_in_the_dlq_as_poison_and_the_worker_survives()
 struct Tracked {
     started: AtomicUsize,
     finished: AtomicUsize,
+    done_keys: std::sync::Mutex<Vec<String>>,
 }
 
 impl Handler for Tracked {
-    async fn handle(&self, _msg: Incoming) -> Result<Outcome, HandlerError> {
+    async fn handle(&self, msg: Incoming) -> Result<Outcome, HandlerError> {
         self.started.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.finished.fetch_add(1, Ordering::SeqCst);
+        self.done_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg.envelope.idempotency_key);
         Ok(Outcome::Done)
     }
 }
@@ -1008,11 +1013,12 @@ impl Handler for Tracked {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_and_acks_in_flight_deliveries() {
     let env = TestEnv::start(|s| {
-        s.worker.prefetch = 5;
-        s.worker.concurrency = 2;
+        // Many deliveries in flight when the stop comes: each must be acked, not returned.
+        s.worker.prefetch = 60;
+        s.worker.concurrency = 50;
     })
     .await;
-    let total = 30;
+    let total = 120;
     let envelopes: Vec<Envelope> = keys(total, "drain").iter().map(|k| envelope(k)).collect();
     env.publish_all(&envelopes).await;
     let handler = Arc::new(Tracked::default());
@@ -1032,9 +1038,16 @@ async fn shutdown_finishes_and_acks_in_flight_deliveries() {
         "shutdown stopped taking new work ({finished} of {total})"
     );
     // Every finished delivery was acked (else the channel close would have returned it), and
-    // nothing else was lost.
-    assert_eq!(
-        queue_len(env.url(), &env.queue()).await as usize,
-        total - finished
-    );
+    // nothing else was lost: what is left is exactly what was never handled.
+    let left = shared::testkit::drain(env.url(), &env.queue()).await;
+    assert_eq!(left.len(), total - finished);
+    let done = handler.done_keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for m in &left {
+        let e: Envelope = serde_json::from_slice(&m.body).expect("envelope");
+        assert!(
+            !done.contains(&e.idempotency_key),
+            "{} was handled and acked, yet came back",
+            e.idempotency_key
+        );
+    }
 }

@@ -129,6 +129,8 @@ impl Stack {
             webhook_retry_delays_ms: vec![200, 1_000],
             ..ErpNextSimConfig::default()
         };
+        // ERPNext's timestamps are naive site time; the writers must read them in the site's zone.
+        settings.erpnext.time_zone = erp_config.timezone.clone();
         let erpnext = ErpNextSim::start(erp_config, erp_listener).await?;
 
         let mut stack = Stack {

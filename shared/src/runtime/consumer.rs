@@ -9,9 +9,9 @@
 //! - When the channel or connection dies, the loop waits for the [`Broker`] supervisor's next
 //!   generation and consumes again. Deliveries still running on the dead channel finish but
 //!   cannot be acked; the broker redelivers them and handlers are idempotent (DESIGN §5).
-//! - Shutdown: `basic_cancel`, hand the deliveries already buffered in the client to handlers
-//!   too (returning them would count towards the quorum queue's delivery limit), wait for every
-//!   task, close the channel.
+//! - Shutdown: stop taking deliveries, wait for every running one to finish and be acked, then
+//!   `basic_cancel` and close the channel; deliveries buffered but not started go back to the
+//!   queue (acks sent after `basic.cancel` are dropped by quorum queues on RabbitMQ 3.10).
 //!
 //! # Failure paths
 //! - Transient error: quick in-process retries (jittered exponential backoff, `backon`,
@@ -64,8 +64,6 @@ pub const MAX_QUICK_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// queue is missing or access is refused, a deployment error that should crash the process.
 const MAX_CONSUME_FAILURES: u32 = 5;
 
-/// How long shutdown waits for the client to hand over deliveries buffered before the cancel.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -221,7 +219,7 @@ impl<H: Handler> Worker<H> {
             .await;
             match end {
                 PumpEnd::Shutdown => {
-                    drain(&ctx, &channel, consumer, &permits, &tracker).await;
+                    drain(&channel, &consumer, &tracker).await;
                     last_channel = Some(channel);
                     break;
                 }
@@ -340,27 +338,21 @@ async fn pump<H: Handler>(
     }
 }
 
-/// Cancel the consumer and handle what the client had already buffered.
-async fn drain<H: Handler>(
-    ctx: &Arc<Ctx<H>>,
-    channel: &Channel,
-    mut consumer: Consumer,
-    permits: &Arc<Semaphore>,
-    tracker: &TaskTracker,
-) {
+/// Finish and ack what is running, then cancel the consumer.
+///
+/// The order matters: RabbitMQ 3.10 drops acks that arrive after `basic.cancel` on a quorum queue
+/// (observed: the deliveries came back with `x-delivery-count` 1 after a clean stop), so in-flight
+/// deliveries are finished and acked while the consumer is still registered. Deliveries the client
+/// had buffered but not started are not touched; they go back to the queue when the channel
+/// closes (one redelivery each, far below the delivery limit).
+async fn drain(channel: &Channel, consumer: &Consumer, tracker: &TaskTracker) {
+    tracker.close();
+    tracker.wait().await;
     if let Err(e) = channel
         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await
     {
-        tracing::debug!(error = %e, "basic.cancel failed; buffered deliveries go back to the broker");
-        return;
-    }
-    // After cancel-ok the stream yields what was delivered before it, then ends.
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(DRAIN_TIMEOUT, consumer.next()).await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        spawn_delivery(ctx, tracker, delivery, permit);
+        tracing::debug!(error = %e, "basic.cancel failed; the channel close returns buffered deliveries");
     }
 }
 
