@@ -230,10 +230,13 @@ async fn story(stack: &Stack) -> anyhow::Result<()> {
     let status = wait_for("invoice_status Unpaid on the deal", || {
         stack
             .deal_property(&deal.deal_id, "invoice_status")
-            .filter(|v| v == "Unpaid")
+            .filter(|v| v == "unpaid")
     })
     .await?;
-    println!("   Sales Invoice {invoice} submitted → deal.invoice_status = {status}");
+    println!(
+        "   Sales Invoice {invoice} submitted → deal.invoice_status = {}",
+        label(&status)
+    );
 
     step(7, "The customer pays; the payment is entered in ERPNext");
     let payment = stack
@@ -243,14 +246,25 @@ async fn story(stack: &Stack) -> anyhow::Result<()> {
     let status = wait_for("invoice_status Paid on the deal", || {
         stack
             .deal_property(&deal.deal_id, "invoice_status")
-            .filter(|v| v == "Paid")
+            .filter(|v| v == "paid")
     })
     .await?;
-    println!("   Payment Entry {payment} → deal.invoice_status = \x1b[1m{status}\x1b[0m");
+    println!(
+        "   Payment Entry {payment} → deal.invoice_status = \x1b[1m{}\x1b[0m",
+        label(&status)
+    );
     println!(
         "\n✔ One won deal: one Customer, {contacts} Contacts, one Sales Order, and the paid invoice on the deal."
     );
     Ok(())
+}
+
+/// `paid` → `Paid (paid)`: the label HubSpot shows, and the stored enumeration value.
+fn label(value: &str) -> String {
+    shared::mapping::INVOICE_STATUSES
+        .iter()
+        .find(|(_, v, _)| *v == value)
+        .map_or_else(|| value.to_string(), |(_, v, l)| format!("{l} ({v})"))
 }
 
 fn text(v: &Value) -> String {
