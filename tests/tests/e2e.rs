@@ -133,7 +133,7 @@ async fn a_won_deal_becomes_a_sales_order_and_the_invoice_status_flows_back() {
             (stack
                 .deal_property(&deal.deal_id, "invoice_status")
                 .as_deref()
-                == Some("Unpaid"))
+                == Some("unpaid"))
             .then_some(())
         },
     )
@@ -146,7 +146,7 @@ async fn a_won_deal_becomes_a_sales_order_and_the_invoice_status_flows_back() {
             (stack
                 .deal_property(&deal.deal_id, "invoice_status")
                 .as_deref()
-                == Some("Paid"))
+                == Some("paid"))
             .then_some(())
         },
     )
