@@ -48,6 +48,23 @@ fi
 
 # RabbitMQ
 ensure_pkg rabbitmq-server rabbitmq-server
+# A broker can be up yet wedged (port open, no AMQP handshake, rabbitmqctl hanging); seen with
+# 3.10 under heavy quorum-queue churn from parallel test suites. Restart it rather than run a
+# whole suite against it.
+if port_open 5672 && ! timeout 30 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; then
+  log "rabbitmq answers on 5672 but not to rabbitmq-diagnostics; restarting it"
+  if have_systemd; then as_root systemctl restart rabbitmq-server || true; fi
+  if ! timeout 30 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; then
+    as_root pkill -9 -f 'beam.smp.*rabbit' || true
+    sleep 2
+    as_root rabbitmq-server -detached
+    wait_port rabbitmq 5672
+  fi
+  for _ in $(seq 1 60); do
+    if timeout 10 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; then break; fi
+    sleep 1
+  done
+fi
 if port_open 5672; then
   log "rabbitmq already running"
 else

@@ -18,13 +18,12 @@
 //! - [`ordering`]: the Redis guard (leases + compare-and-set of applied times).
 //! - [`apply`]: a batch → HubSpot calls (PATCH / batch update, 207 isolation, bisection).
 //! - [`error`]: HubSpot errors → transient / permanent.
-//! - [`setup`]: `crm-writer setup` (custom properties); [`health`], [`metrics`].
+//! - [`setup`]: `crm-writer setup` (custom properties); [`metrics`]; health routes from [`shared::health`].
 
 pub mod apply;
 pub mod coalesce;
 pub mod error;
 pub mod handler;
-pub mod health;
 pub mod metrics;
 pub mod ordering;
 pub mod setup;
@@ -32,7 +31,7 @@ pub mod setup;
 use std::sync::Arc;
 
 use anyhow::Context;
-use shared::broker::{Broker, TopologySpec};
+use shared::broker::Broker;
 use shared::budget::RateBudget;
 use shared::config::{Settings, WorkerConfig};
 use shared::hubspot::{HubSpotClient, ObjectType};
@@ -44,13 +43,6 @@ pub use coalesce::{Applied, Batcher, CoalesceConfig};
 pub use handler::CrmWriterHandler;
 pub use ordering::OrderingGuard;
 pub use setup::SetupReport;
-
-pub fn topology(settings: &Settings) -> TopologySpec {
-    TopologySpec {
-        delivery_limit: settings.amqp.delivery_limit,
-        retry_tiers: settings.worker.retry_tiers.clone(),
-    }
-}
 
 /// The HubSpot client of `settings`, paying every call from the portal's shared Redis budget.
 pub fn hubspot_client(settings: &Settings) -> anyhow::Result<HubSpotClient> {
@@ -89,28 +81,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     );
     // The broker outlives the worker's drain: in-flight messages are still acked.
     let broker_stop = CancellationToken::new();
-    let broker = Broker::start(
-        &settings.amqp.url,
-        settings.names(),
-        topology(&settings),
-        settings.amqp.reconnect_max_delay,
-        broker_stop.clone(),
-    );
-    if let Some(addr) = settings.worker.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding worker.metrics_listen {addr}"))?;
-        let app = health::router(broker.clone());
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::warn!(error = %e, "health server stopped");
-            }
-        });
-    }
+    let broker = Broker::from_settings(&settings, broker_stop.clone());
+    shared::health::spawn(
+        settings.worker.metrics_listen,
+        broker.clone(),
+        None,
+        shutdown.clone(),
+    )
+    .await?;
     let cfg = CoalesceConfig {
         window: settings.crm_writer.coalesce_window,
         max_batch: settings

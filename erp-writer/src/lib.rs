@@ -11,7 +11,7 @@
 //! - [`sync_deal`], [`updates`]: the commands as plain functions of the site and the payload.
 //! - [`handler`]: the runtime handler — done marker, per-company lock and lease, publishing
 //!   outcomes with confirms before the ack.
-//! - [`setup`]: `erp-writer setup` (custom fields and webhooks); [`health`]: `/readyz` & co.
+//! - [`setup`]: `erp-writer setup` (custom fields and webhooks); health routes from [`shared::health`] (not ready while ERPNext refuses our credentials).
 //! - [`error`]: step failures and their one mapping to transient/permanent.
 
 pub mod contact;
@@ -19,7 +19,6 @@ pub mod customer;
 pub mod diff;
 pub mod error;
 pub mod handler;
-pub mod health;
 pub mod locks;
 pub mod metrics;
 pub mod sales_order;
@@ -30,7 +29,7 @@ pub mod updates;
 pub mod upsert;
 
 use anyhow::Context;
-use shared::broker::{Broker, TopologySpec};
+use shared::broker::Broker;
 use shared::config::Settings;
 use shared::dedup::Dedup;
 use shared::erpnext::ErpNextClient;
@@ -54,50 +53,27 @@ pub fn site(settings: &Settings) -> anyhow::Result<ErpSite> {
     Ok(ErpSite::new(client, time_zone))
 }
 
-pub fn topology(settings: &Settings) -> TopologySpec {
-    TopologySpec {
-        delivery_limit: settings.amqp.delivery_limit,
-        retry_tiers: settings.worker.retry_tiers.clone(),
-    }
-}
-
 /// Consume the `erp-writer` queue until `shutdown`, then drain in-flight commands and return.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // Install the recorder before anything counts, so `/metrics` misses nothing.
-    let _ = shared::telemetry::prometheus();
     let site = site(&settings)?;
     // The broker outlives the worker's drain: in-flight commands still publish and ack.
     let broker_stop = CancellationToken::new();
-    let broker = Broker::start(
-        &settings.amqp.url,
-        settings.names(),
-        topology(&settings),
-        settings.amqp.reconnect_max_delay,
-        broker_stop.clone(),
-    );
+    let broker = Broker::from_settings(&settings, broker_stop.clone());
     let dedup = Dedup::connect(&settings.redis.url, settings.names()).context("Redis URL")?;
     let guards = Guards {
         lease_ttl: settings.redis.lease_ttl,
         done_ttl: settings.redis.done_ttl,
     };
-    if let Some(addr) = settings.worker.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding worker.metrics_listen {addr}"))?;
-        let app = health::router(health::HealthState {
-            broker: broker.clone(),
-            erpnext: site.client.clone(),
-        });
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::warn!(error = %e, "health server stopped");
-            }
-        });
-    }
+    // Not ready while ERPNext refuses our credentials: every command would dead-letter.
+    let erpnext = site.client.clone();
+    let check: shared::health::Check = std::sync::Arc::new(move || erpnext.configuration_problem());
+    shared::health::spawn(
+        settings.worker.metrics_listen,
+        broker.clone(),
+        Some(check),
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(
         erpnext = %site.client.base_url(),
         namespace = settings.amqp.namespace,

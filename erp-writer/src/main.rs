@@ -1,14 +1,10 @@
 //! `erp-writer`: apply `erp.*` commands to ERPNext. See `lib.rs`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shared::config::Settings;
+use shared::cli::{CommonCommand, GlobalArgs, run_common, with_settings};
 use shared::names::WorkQueue;
-use shared::runtime::{DlqCommand, run_dlq_with_settings};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -16,73 +12,42 @@ use tokio_util::sync::CancellationToken;
     about = "lead2ledger erp-writer: Customers, Contacts, Addresses and Sales Orders in ERPNext"
 )]
 struct Cli {
-    /// TOML configuration file (also L2L_CONFIG); every key can be overridden as L2L_<SECTION>__<KEY>.
-    #[arg(long, global = true, env = "L2L_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Consume the erp-writer queue (the default).
-    Run,
-    /// Configuration commands.
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
+    #[command(flatten)]
+    Common(CommonCommand),
     /// Create the ERPNext custom fields and webhooks lead2ledger needs (idempotent).
     Setup,
-    /// Inspect, replay or purge the erp-writer dead-letter queue.
-    Dlq {
-        #[command(subcommand)]
-        command: DlqCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Load and validate the configuration, print the verdict.
-    Check,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Config {
-        command: ConfigCommand::Check,
-    } = command
-    {
-        return shared::config::check_command(cli.config.as_deref(), "erp-writer");
-    }
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("erp-writer: {e}");
-            return ExitCode::from(shared::config::EXIT_INVALID_CONFIG);
-        }
-    };
-    shared::telemetry::init_tracing(&settings.telemetry);
-    let result = match command {
-        Command::Run | Command::Config { .. } => {
-            let shutdown = CancellationToken::new();
-            tokio::spawn(shared::shutdown::on_signal(shutdown.clone()));
-            erp_writer::run(settings, shutdown).await
-        }
-        Command::Setup => erp_writer::run_setup(&settings)
+    let config = cli.global.config.as_deref();
+    match cli.command.unwrap_or(Command::Common(CommonCommand::Run)) {
+        Command::Common(c) => {
+            run_common(
+                "erp-writer",
+                WorkQueue::ErpWriter,
+                config,
+                c,
+                erp_writer::run,
+            )
             .await
-            .map(|report| println!("{report}")),
-        Command::Dlq { command } => run_dlq_with_settings(command, &settings, WorkQueue::ErpWriter)
+        }
+        Command::Setup => {
+            with_settings("erp-writer", config, |s| async move {
+                erp_writer::run_setup(&s)
+                    .await
+                    .map(|report| println!("{report}"))
+            })
             .await
-            .context("dlq"),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("erp-writer: {e:#}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use metrics_exporter_prometheus::PrometheusHandle;
+use axum::routing::post;
 use secrecy::ExposeSecret;
-use shared::broker::{Broker, TopologySpec};
+use shared::broker::Broker;
 use shared::config::Settings;
 use shared::names::Names;
 use tokio::net::TcpListener;
@@ -24,7 +23,6 @@ pub struct AppState {
     pub broker: Broker,
     pub names: Names,
     pub clock: Clock,
-    pub prometheus: PrometheusHandle,
     /// The public URL of the HubSpot endpoint (what v3 signatures cover), without query.
     pub hubspot_url: Arc<str>,
     pub hubspot_secret: Option<Arc<str>>,
@@ -46,7 +44,6 @@ impl App {
             broker,
             names: settings.names(),
             clock: Clock::system(),
-            prometheus: shared::telemetry::prometheus(),
             hubspot_url: Arc::from(settings.ingest.hubspot_webhook_url()),
             hubspot_secret: settings
                 .hubspot
@@ -88,10 +85,8 @@ impl App {
             ));
         Router::new()
             .merge(webhooks)
-            .route("/healthz", get(routes::health::healthz))
-            .route("/readyz", get(routes::health::readyz))
-            .route("/metrics", get(routes::health::metrics))
             .with_state(self.state.clone())
+            .merge(shared::health::router(self.state.broker.clone(), None))
     }
 
     /// Serve until `shutdown`; in-flight requests (and their publisher confirms) finish first.
@@ -107,14 +102,6 @@ impl App {
     }
 }
 
-/// The broker topology every binary declares, from the settings.
-pub fn topology(settings: &Settings) -> TopologySpec {
-    TopologySpec {
-        delivery_limit: settings.amqp.delivery_limit,
-        retry_tiers: settings.worker.retry_tiers.clone(),
-    }
-}
-
 /// Run ingest on `listener` until `shutdown` is cancelled. The broker connection outlives the HTTP
 /// server so that requests still in flight at shutdown get their confirms.
 pub async fn run(
@@ -123,13 +110,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let broker_stop = CancellationToken::new();
-    let broker = Broker::start(
-        &settings.amqp.url,
-        settings.names(),
-        topology(&settings),
-        settings.amqp.reconnect_max_delay,
-        broker_stop.clone(),
-    );
+    let broker = Broker::from_settings(&settings, broker_stop.clone());
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %settings.ingest.public_url, "ingest listening");
     let result = App::new(&settings, broker).serve(listener, shutdown).await;

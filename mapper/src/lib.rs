@@ -12,14 +12,13 @@
 //!   [`catalog`]: which ERPNext Items exist; [`markers`]: which records are already synced.
 //! - [`emit`]: decisions and confirmed publishing; [`error`]: transient vs permanent.
 //! - [`reconcile`]: `mapper reconcile [--fix]`, won deals vs Sales Orders.
-//! - [`metrics`], [`health`].
+//! - [`metrics`]; `/healthz`, `/readyz`, `/metrics` come from [`shared::health`].
 
 pub mod catalog;
 pub mod deal;
 pub mod emit;
 pub mod error;
 pub mod handler;
-pub mod health;
 pub mod invoice;
 pub mod map;
 pub mod markers;
@@ -30,7 +29,7 @@ pub mod snapshot;
 pub mod updates;
 
 use anyhow::Context as _;
-use shared::broker::{Broker, TopologySpec};
+use shared::broker::Broker;
 use shared::budget::RateBudget;
 use shared::config::Settings;
 use shared::dedup::Dedup;
@@ -41,13 +40,6 @@ use shared::runtime::Worker;
 use tokio_util::sync::CancellationToken;
 
 pub use handler::{MapperHandler, Services};
-
-pub fn topology(settings: &Settings) -> TopologySpec {
-    TopologySpec {
-        delivery_limit: settings.amqp.delivery_limit,
-        retry_tiers: settings.worker.retry_tiers.clone(),
-    }
-}
 
 /// The HubSpot client on the shared rate budget.
 pub fn hubspot_client(settings: &Settings) -> anyhow::Result<HubSpotClient> {
@@ -107,29 +99,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let services = services(&settings)?;
     // The broker outlives the worker's drain: in-flight messages still publish and ack.
     let broker_stop = CancellationToken::new();
-    let broker = Broker::start(
-        &settings.amqp.url,
-        settings.names(),
-        topology(&settings),
-        settings.amqp.reconnect_max_delay,
-        broker_stop.clone(),
-    );
+    let broker = Broker::from_settings(&settings, broker_stop.clone());
     let dedup = Dedup::connect(&settings.redis.url, settings.names()).context("redis.url")?;
-    if let Some(addr) = settings.worker.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding worker.metrics_listen {addr}"))?;
-        let app = health::router(broker.clone());
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::warn!(error = %e, "health server stopped");
-            }
-        });
-    }
+    shared::health::spawn(
+        settings.worker.metrics_listen,
+        broker.clone(),
+        None,
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(
         namespace = settings.amqp.namespace,
         hubspot = %settings.hubspot.base_url,
@@ -157,13 +135,7 @@ pub async fn run_reconcile(settings: &Settings, fix: bool) -> anyhow::Result<rec
         ErpNextClient::new(&settings.erpnext).context("reconcile reads ERPNext's Sales Orders")?;
     let stop = CancellationToken::new();
     let broker = if fix {
-        let b = Broker::start(
-            &settings.amqp.url,
-            settings.names(),
-            topology(settings),
-            settings.amqp.reconnect_max_delay,
-            stop.clone(),
-        );
+        let b = Broker::from_settings(settings, stop.clone());
         if !b.wait_ready(std::time::Duration::from_secs(15)).await {
             stop.cancel();
             anyhow::bail!(

@@ -65,6 +65,15 @@ pub struct TopologySpec {
     pub retry_tiers: Vec<Duration>,
 }
 
+impl TopologySpec {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            delivery_limit: settings.amqp.delivery_limit,
+            retry_tiers: settings.worker.retry_tiers.clone(),
+        }
+    }
+}
+
 /// One message ready to publish.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -171,6 +180,17 @@ impl Broker {
         let supervisor = broker.clone();
         tokio::spawn(async move { supervisor.supervise(shutdown).await });
         broker
+    }
+
+    /// [`Broker::start`] with the URL, namespace, topology and reconnect cap of `settings`.
+    pub fn from_settings(settings: &crate::config::Settings, shutdown: CancellationToken) -> Self {
+        Self::start(
+            &settings.amqp.url,
+            settings.names(),
+            TopologySpec::from_settings(settings),
+            settings.amqp.reconnect_max_delay,
+            shutdown,
+        )
     }
 
     pub fn names(&self) -> &Names {

@@ -11,12 +11,20 @@
 //! - [`telemetry`]: tracing and the Prometheus recorder.
 
 pub mod broker;
+pub mod budget;
+pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dedup;
 pub mod envelope;
+pub mod erpnext;
 pub mod events;
+pub mod health;
+pub mod hubspot;
 pub mod mapping;
 pub mod names;
+pub mod redis_conn;
+pub mod runtime;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

@@ -1,7 +1,6 @@
 //! One module per endpoint family.
 
 pub mod erpnext;
-pub mod health;
 pub mod hubspot;
 
 use shared::broker::{BrokerError, Outgoing};
