@@ -11,8 +11,11 @@
 //! - [`routes`]: one module per endpoint family (`hubspot`, `erpnext`, `health`).
 //! - [`error`]: the one `ApiError` every handler answers with.
 //! - [`clock`]: injectable time, so signature tests can pin "now" to a vector's time.
+//! - [`backfill`]: `ingest backfill`, enqueueing every deal already in a trigger stage (the one
+//!   place ingest calls HubSpot, and never on the webhook path).
 
 pub mod app;
+pub mod backfill;
 pub mod clock;
 pub mod error;
 pub mod metrics;

@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Serve webhooks (the default).
     Run,
+    /// Enqueue every deal already in a trigger stage (resumable; Ctrl-C stops after the page).
+    Backfill(ingest::backfill::BackfillArgs),
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -42,6 +44,7 @@ async fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => shared::config::check_command(cli.config.as_deref(), "ingest"),
+        Command::Backfill(args) => backfill(cli.config, args).await,
         Command::Run => match serve(cli.config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -63,4 +66,28 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     ingest::run(settings, listener, shutdown)
         .await
         .context("serving")
+}
+
+async fn backfill(config: Option<PathBuf>, args: ingest::backfill::BackfillArgs) -> ExitCode {
+    let run = async {
+        let settings = Settings::load(config.as_deref()).context("loading configuration")?;
+        shared::telemetry::init_tracing(&settings.telemetry);
+        let cancel = CancellationToken::new();
+        tokio::spawn(shared::shutdown::on_signal(cancel.clone()));
+        ingest::backfill::command(&settings, args, cancel).await
+    };
+    match run.await {
+        Ok(summary) => {
+            print!("{summary}");
+            if summary.interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("ingest backfill: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
