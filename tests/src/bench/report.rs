@@ -6,6 +6,7 @@ use serde::Serialize;
 pub struct Row {
     pub section: String,
     pub metric: String,
+    /// NaN when the figure is not available (printed `n/a`, `null` in JSON).
     pub value: f64,
     pub unit: String,
     pub note: String,
@@ -41,7 +42,9 @@ impl Report {
         let mut out = format!("Machine: {}\nCommand: `{}`\n\n", self.machine, self.command);
         out.push_str("| section | metric | value | unit | note |\n|---|---|---:|---|---|\n");
         for r in &self.rows {
-            let v = if r.value.abs() >= 100.0 {
+            let v = if !r.value.is_finite() {
+                "n/a".to_string()
+            } else if r.value.abs() >= 100.0 {
                 format!("{:.0}", r.value)
             } else {
                 format!("{:.2}", r.value)

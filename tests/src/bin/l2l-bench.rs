@@ -1,19 +1,27 @@
 //! `l2l-bench`: measure lead2ledger on this machine and print a markdown report (and JSON).
 //!
-//! `cargo run --release -p l2l-tests --bin l2l-bench -- [--sections ingest] [--json target/bench.json]`
+//! ```text
+//! cargo build --release -p ingest -p mapper -p erp-writer -p crm-writer   # for budget and rss
+//! cargo run --release -p l2l-tests --bin l2l-bench -- [--sections ingest,e2e,budget,rss] [--json …]
+//! ```
+//! See docs/performance.md for what each figure means.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
+use l2l_tests::bench::budget::BudgetBench;
+use l2l_tests::bench::e2e::E2eBench;
 use l2l_tests::bench::ingest::IngestBench;
 use l2l_tests::bench::report::{Report, machine};
+use l2l_tests::bench::rss::RssBench;
 use shared::config::Settings;
 
 #[derive(Parser)]
 #[command(about = "lead2ledger benchmark report")]
 struct Cli {
-    /// Sections to run (comma-separated): ingest.
-    #[arg(long, default_value = "ingest", value_delimiter = ',')]
+    /// Sections to run (comma-separated): ingest, e2e, budget, rss.
+    #[arg(long, default_value = "ingest,e2e,budget,rss", value_delimiter = ',')]
     sections: Vec<String>,
     /// Webhook requests for the ingest section.
     #[arg(long, default_value_t = 2000)]
@@ -24,6 +32,24 @@ struct Cli {
     /// Concurrent senders.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Won deals per end-to-end run (sections e2e and rss).
+    #[arg(long, default_value_t = 200)]
+    deals: usize,
+    /// Simulator latencies for the e2e section, ms (comma-separated).
+    #[arg(long, default_value = "0,50", value_delimiter = ',')]
+    latencies: Vec<u64>,
+    /// Give up on an end-to-end run after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+    /// Won deals queued for the budget section (must outlast the sampling).
+    #[arg(long, default_value_t = 300)]
+    budget_deals: usize,
+    /// Seconds the budget section samples.
+    #[arg(long, default_value_t = 40)]
+    budget_secs: u64,
+    /// Replicas of mapper and crm-writer in the budget section.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     json: PathBuf,
@@ -50,6 +76,29 @@ async fn main() -> anyhow::Result<()> {
                     concurrency: cli.concurrency,
                 };
                 report.rows.extend(bench.run(&settings).await?);
+            }
+            "e2e" => {
+                let bench = E2eBench {
+                    deals: cli.deals,
+                    latencies_ms: cli.latencies.clone(),
+                    timeout: Duration::from_secs(cli.timeout_secs),
+                };
+                report.rows.extend(bench.run().await?);
+            }
+            "budget" => {
+                let bench = BudgetBench {
+                    deals: cli.budget_deals,
+                    replicas: cli.replicas,
+                    duration: Duration::from_secs(cli.budget_secs),
+                };
+                report.rows.extend(bench.run().await?);
+            }
+            "rss" => {
+                let bench = RssBench {
+                    deals: cli.deals,
+                    timeout: Duration::from_secs(cli.timeout_secs),
+                };
+                report.rows.extend(bench.run().await?);
             }
             other => anyhow::bail!("unknown section {other:?}"),
         }
