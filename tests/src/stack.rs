@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::sim::erpnext::{ErpNextSim, ErpNextSimConfig, ErpNextSimHandle};
-use crate::sim::hubspot::{HubSpotSim, HubSpotSimConfig, HubSpotSimHandle, ObjectType, Seed};
+use crate::sim::hubspot::{
+    HubSpotSim, HubSpotSimConfig, HubSpotSimHandle, ObjectType, Seed, WebhookConfig,
+};
 
 pub const HUBSPOT_TOKEN: &str = "demo-token";
 pub const HUBSPOT_CLIENT_SECRET: &str = "demo-client-secret";
@@ -114,12 +116,17 @@ impl Stack {
         settings.erpnext.webhook_secret = Some(FRAPPE_WEBHOOK_SECRET.into());
         settings.erpnext.webhook_target = Some(ingest_url.parse()?);
 
-        let mut hs_config = HubSpotSimConfig::default();
-        hs_config.tokens = vec![HUBSPOT_TOKEN.into()];
-        hs_config.webhooks.target_url = Some(format!("{ingest_url}/webhooks/hubspot").parse()?);
-        hs_config.webhooks.client_secret = HUBSPOT_CLIENT_SECRET.into();
-        hs_config.webhooks.retry_initial_ms = 200;
-        hs_config.webhooks.retry_max_ms = 2_000;
+        let hs_config = HubSpotSimConfig {
+            tokens: vec![HUBSPOT_TOKEN.into()],
+            webhooks: WebhookConfig {
+                target_url: Some(format!("{ingest_url}/webhooks/hubspot").parse()?),
+                client_secret: HUBSPOT_CLIENT_SECRET.into(),
+                retry_initial_ms: 200,
+                retry_max_ms: 2_000,
+                ..WebhookConfig::default()
+            },
+            ..HubSpotSimConfig::default()
+        };
         let hubspot = HubSpotSim::start(hs_config, hs_listener)?;
 
         let erp_config = ErpNextSimConfig {

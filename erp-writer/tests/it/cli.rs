@@ -111,7 +111,7 @@ async fn wrong_credentials_dead_letter_with_a_fix_and_fail_readyz() {
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.expect("json");
     assert!(
-        body["erpnext"].as_str().unwrap_or_default().contains("401"),
+        body["problem"].as_str().unwrap_or_default().contains("401"),
         "{body}"
     );
     let metrics = http

@@ -48,15 +48,11 @@ async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if std::env::var_os("RUST_LOG").is_none() {
-        // Keep the story readable; services log warnings and errors only.
-        // SAFETY-free: set before any thread reads the environment.
-        let mut t = shared::config::TelemetryConfig::default();
-        t.log_level = "warn".into();
-        shared::telemetry::init_tracing(&t);
-    } else {
-        shared::telemetry::init_tracing(&shared::config::TelemetryConfig::default());
-    }
+    // Keep the story readable: services log warnings and errors only, unless RUST_LOG says more.
+    shared::telemetry::init_tracing(&shared::config::TelemetryConfig {
+        log_level: "warn".into(),
+        ..Default::default()
+    });
     println!(
         "\x1b[1mlead2ledger demo\x1b[0m — HubSpot ⇄ ERPNext on the simulators, real RabbitMQ and Redis"
     );
