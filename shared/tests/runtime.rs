@@ -1041,7 +1041,11 @@ async fn shutdown_finishes_and_acks_in_flight_deliveries() {
     // nothing else was lost: what is left is exactly what was never handled.
     let left = shared::testkit::drain(env.url(), &env.queue()).await;
     assert_eq!(left.len(), total - finished);
-    let done = handler.done_keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let done = handler
+        .done_keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     for m in &left {
         let e: Envelope = serde_json::from_slice(&m.body).expect("envelope");
         assert!(

@@ -64,7 +64,6 @@ pub const MAX_QUICK_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// queue is missing or access is refused, a deployment error that should crash the process.
 const MAX_CONSUME_FAILURES: u32 = 5;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("invalid worker configuration: {0}")]
