@@ -156,6 +156,19 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Start a stack, run `f` on it, and stop it whatever `f` returned (its error first).
+    pub async fn run_with<T>(
+        options: StackOptions,
+        f: impl AsyncFnOnce(&mut Stack) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut stack = Stack::start(options).await?;
+        let result = f(&mut stack).await;
+        let stopped = stack.stop().await;
+        let value = result?;
+        stopped?;
+        Ok(value)
+    }
+
     /// `erp-writer setup` and `crm-writer setup`: custom fields, Frappe webhooks, HubSpot properties.
     pub async fn setup(&self) -> anyhow::Result<()> {
         erp_writer::run_setup(&self.settings)

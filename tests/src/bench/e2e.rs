@@ -144,30 +144,26 @@ impl E2eBench {
     }
 
     async fn once(&self, latency_ms: u64) -> anyhow::Result<Convergence> {
-        let mut stack = Stack::start(StackOptions {
+        let options = StackOptions {
             services: false,
             ..StackOptions::default()
+        };
+        Stack::run_with(options, async |stack| {
+            stack.hubspot.set_rate_limits(ROOMY_SIM_LIMITS);
+            stack.settings.hubspot.budget.per_10s = ROOMY_BUDGET_PER_10S;
+            stack.settings.hubspot.budget.search_per_second = ROOMY_SEARCH_PER_SECOND;
+            stack.settings.hubspot.budget.daily = 0;
+            let faults = FaultConfig {
+                latency_ms,
+                ..FaultConfig::default()
+            };
+            stack.hubspot.set_faults(faults.clone());
+            stack.erpnext.set_faults(faults);
+            stack.start_services();
+            let deals = seed(stack, self.deals)?;
+            win_and_converge(stack, &deals, self.timeout, || Ok(())).await
         })
-        .await?;
-        stack.hubspot.set_rate_limits(ROOMY_SIM_LIMITS);
-        stack.settings.hubspot.budget.per_10s = ROOMY_BUDGET_PER_10S;
-        stack.settings.hubspot.budget.search_per_second = ROOMY_SEARCH_PER_SECOND;
-        stack.settings.hubspot.budget.daily = 0;
-        let faults = FaultConfig {
-            latency_ms,
-            ..FaultConfig::default()
-        };
-        stack.hubspot.set_faults(faults.clone());
-        stack.erpnext.set_faults(faults);
-        stack.start_services();
-        let result = match seed(&stack, self.deals) {
-            Ok(deals) => win_and_converge(&stack, &deals, self.timeout, || Ok(())).await,
-            Err(e) => Err(e),
-        };
-        let stopped = stack.stop().await;
-        let c = result?;
-        stopped?;
-        Ok(c)
+        .await
     }
 
     fn rows(&self, latency_ms: u64, c: &Convergence) -> Vec<Row> {

@@ -20,16 +20,11 @@ pub struct RssBench {
 
 impl RssBench {
     pub async fn run(&self) -> anyhow::Result<Vec<Row>> {
-        let mut stack = Stack::start(StackOptions {
+        let options = StackOptions {
             services: false,
             ..StackOptions::default()
-        })
-        .await?;
-        let result = self.measure(&mut stack).await;
-        let stopped = stack.stop().await;
-        let rows = result?;
-        stopped?;
-        Ok(rows)
+        };
+        Stack::run_with(options, async |stack| self.measure(stack).await).await
     }
 
     async fn measure(&self, stack: &mut Stack) -> anyhow::Result<Vec<Row>> {
