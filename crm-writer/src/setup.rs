@@ -79,7 +79,7 @@ impl fmt::Display for SetupReport {
 }
 
 /// The properties of `[mapping.writeback]`: company Customer ID; deal Sales Order, its link,
-/// invoice status and sync status.
+/// invoice status, sync status and the sync status's reason.
 pub fn wanted(w: &WritebackConfig) -> Vec<Wanted> {
     let text = |object_type, name: &str, label: &str, group: &str, description: &str| Wanted {
         object_type,
@@ -167,6 +167,20 @@ pub fn wanted(w: &WritebackConfig) -> Vec<Wanted> {
             .map(|(i, (s, label))| option(i, s.as_str(), label))
             .collect(),
         ),
+        Wanted {
+            create: PropertyCreate {
+                field_type: FieldType::Textarea,
+                ..text(
+                    ObjectType::Deals,
+                    &w.deal_sync_message,
+                    "ERPNext sync message",
+                    "dealinformation",
+                    "Why the sync status is needs review or error; empty when synced. Written by lead2ledger.",
+                )
+                .create
+            },
+            object_type: ObjectType::Deals,
+        },
     ]
 }
 
@@ -261,7 +275,13 @@ mod tests {
                 ("deals", "erpnext_sales_order_url"),
                 ("deals", "acme_invoice_status"),
                 ("deals", "erpnext_sync_status"),
+                ("deals", "erpnext_sync_message"),
             ]
+        );
+        let message = &wanted[5].create;
+        assert_eq!(
+            (message.property_type, message.field_type),
+            (PropertyType::String, FieldType::Textarea)
         );
         let invoice = &wanted[3].create;
         assert_eq!(invoice.property_type, PropertyType::Enumeration);

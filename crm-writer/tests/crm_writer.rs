@@ -85,7 +85,7 @@ impl Harness {
             publisher_stop,
         };
         let report = crm_writer::run_setup(&h.ns.settings).await.expect("setup");
-        assert_eq!(report.created(), 5, "{report}");
+        assert_eq!(report.created(), 6, "{report}");
         h.sim.reset_calls();
         h
     }
@@ -714,7 +714,7 @@ async fn invalid_value_fails_only_its_message() {
     h.cleanup().await;
 }
 
-/// `setup` twice: the first creates the five properties, the second changes nothing.
+/// `setup` twice: the first creates the six properties, the second changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_twice_changes_nothing_the_second_time() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -724,15 +724,15 @@ async fn setup_twice_changes_nothing_the_second_time() {
     ns.settings.hubspot.access_token = Some(SecretString::from(TOKEN));
     let first = crm_writer::run_setup(&ns.settings).await.expect("first");
     println!("{first}");
-    assert_eq!((first.created(), first.present()), (5, 0));
+    assert_eq!((first.created(), first.present()), (6, 0));
     let deal = sim
         .create_object(SimType::Deals, &[("dealname", "x")])
         .expect("deal");
     sim.reset_calls();
     let second = crm_writer::run_setup(&ns.settings).await.expect("second");
     println!("{second}");
-    assert_eq!((second.created(), second.present()), (0, 5), "{second}");
-    assert!(second.to_string().contains("0 created, 5 already present"));
+    assert_eq!((second.created(), second.present()), (0, 6), "{second}");
+    assert!(second.to_string().contains("0 created, 6 already present"));
     assert!(!second.to_string().contains("WARNING"), "{second}");
     let calls = sim.calls();
     assert_eq!(calls.total, 2, "two listings, no create: {calls:?}");

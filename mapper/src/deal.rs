@@ -9,6 +9,8 @@
 //! - not won, no Sales Order → ignored;
 //! - gone (deleted, or merged into another deal) with a Sales Order → `needs_review`.
 //!
+//! Every `needs_review` carries a short reason in the deal's sync message property.
+//!
 //! "A Sales Order exists" = the deal's write-back property holds its name, or the mapper saw
 //! erp-writer report it ([`crate::markers`]).
 
@@ -71,6 +73,7 @@ async fn current(s: &Services, id: &str) -> Result<Decision, MapError> {
                     s,
                     id,
                     map::modified(&deal, chrono::Utc::now()),
+                    &format!("deal left the won stage after Sales Order {so} was created: {why}"),
                 )?]))
             }
             None => Ok(Decision::ignore("not_trigger_stage", why)),
@@ -81,6 +84,13 @@ async fn current(s: &Services, id: &str) -> Result<Decision, MapError> {
     let codes = map::item_codes(&s.cfg, &snapshot);
     let catalog = s.catalog.lookup(&codes).await?;
     let sync = map::sync_deal(&s.ctx(), &snapshot, &catalog)?;
+    // A deleted company or contact must later find this deal (HubSpot forgets its associations).
+    if let Some(company) = &snapshot.company {
+        s.markers.link_deal(Record::Company, &company.id, id).await;
+    }
+    for contact in &snapshot.contacts {
+        s.markers.link_deal(Record::Contact, &contact.id, id).await;
+    }
     tracing::info!(
         deal = id,
         lines = sync.order.items.len(),
@@ -109,6 +119,7 @@ async fn gone(
                 s,
                 id,
                 chrono::Utc::now(),
+                &format!("deal {what}, but Sales Order {so} exists in ERPNext"),
             )?]))
         }
         None => Ok(Decision::ignore(
@@ -147,6 +158,7 @@ async fn merged(s: &Services, event: &HubSpotEvent, id: &str) -> Result<Decision
         s,
         &primary,
         chrono::Utc::now(),
+        &format!("deals with Sales Orders were merged into this deal: {so}"),
     )?]))
 }
 
@@ -157,16 +169,34 @@ async fn sales_order_of(s: &Services, deal: &SimplePublicObject) -> Option<Strin
     }
 }
 
-/// `crm.update_deal` setting the sync status to `needs_review`.
+/// Longest reason written to the deal's sync message property.
+pub const REASON_MAX_CHARS: usize = 250;
+
+/// `reason` cut to [`REASON_MAX_CHARS`] characters (an ellipsis marks the cut).
+pub fn short_reason(reason: &str) -> String {
+    if reason.chars().count() <= REASON_MAX_CHARS {
+        return reason.to_string();
+    }
+    let mut cut: String = reason.chars().take(REASON_MAX_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// `crm.update_deal` setting the sync status to `needs_review`, with the reason.
 pub fn needs_review(
     s: &Services,
     deal_id: &str,
     source_modified: chrono::DateTime<chrono::Utc>,
+    reason: &str,
 ) -> Result<Command, MapError> {
-    let properties = BTreeMap::from([(
-        s.cfg.writeback.deal_sync_status.clone(),
-        SyncStatus::NeedsReview.as_str().to_string(),
-    )]);
+    let w = &s.cfg.writeback;
+    let properties = BTreeMap::from([
+        (
+            w.deal_sync_status.clone(),
+            SyncStatus::NeedsReview.as_str().to_string(),
+        ),
+        (w.deal_sync_message.clone(), short_reason(reason)),
+    ]);
     Command::new(
         Kind::CrmUpdateDeal,
         format!("deal:{deal_id}"),

@@ -115,7 +115,8 @@ impl MapperHandler {
                 if let MapError::Unmappable(u) = &e {
                     metrics::unmappable(u.reason.code());
                     if let Some(deal) = &u.deal_id {
-                        self.report_error_status(envelope, deal).await;
+                        self.report_error_status(envelope, deal, &e.to_string())
+                            .await;
                     }
                 }
                 let answer = e.to_handler_error();
@@ -148,16 +149,20 @@ impl MapperHandler {
         }
     }
 
-    /// Show the failure on the deal (`erpnext_sync_status = error`) while the message waits in
+    /// Show the failure on the deal (`erpnext_sync_status = error`, the reason in
+    /// `erpnext_sync_message`) while the message waits in
     /// the DLQ for a fix. Best effort: the dead letter is what matters.
-    async fn report_error_status(&self, envelope: &Envelope, deal: &str) {
-        let s = &self.inner.services;
+    async fn report_error_status(&self, envelope: &Envelope, deal: &str, reason: &str) {
+        let w = &self.inner.services.cfg.writeback;
         let update = UpdateCrmObject {
             object_id: deal.to_string(),
-            properties: BTreeMap::from([(
-                s.cfg.writeback.deal_sync_status.clone(),
-                SyncStatus::Error.as_str().to_string(),
-            )]),
+            properties: BTreeMap::from([
+                (
+                    w.deal_sync_status.clone(),
+                    SyncStatus::Error.as_str().to_string(),
+                ),
+                (w.deal_sync_message.clone(), deal::short_reason(reason)),
+            ]),
             source_modified: Utc::now(),
         };
         let published = match Command::new(Kind::CrmUpdateDeal, format!("deal:{deal}"), &update) {

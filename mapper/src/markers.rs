@@ -9,6 +9,11 @@
 //! webhook. They are stored as the shared dedup module's "done" markers under
 //! `mapper:synced:<record>:<id>`, so they degrade the same way: Redis away means "unknown", and
 //! the callers fall back to the HubSpot properties.
+//!
+//! Links — which deals a company or contact was synced with (`mapper:deals:<record>:<id>`, a
+//! set) — are recorded when a deal is sent to ERPNext, because HubSpot no longer answers the
+//! associations of a deleted (archived) record, and a deleted or merged company or contact must
+//! flag those deals for review.
 
 use std::time::Duration;
 
@@ -30,6 +35,11 @@ impl Record {
             Record::Deal => "deal",
         }
     }
+}
+
+/// The deals linked to a company or contact, below the dedup module's `done` prefix.
+pub fn deals_key(record: Record, hubspot_id: &str) -> String {
+    format!("mapper:deals:{}:{hubspot_id}", record.as_str())
 }
 
 /// The marker's key below the dedup module's `done` prefix.
@@ -69,5 +79,27 @@ impl Markers {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Remember that the company or contact `hubspot_id` belongs to `deal_id`. Best effort.
+    pub async fn link_deal(&self, record: Record, hubspot_id: &str, deal_id: &str) {
+        if hubspot_id.is_empty() || deal_id.is_empty() {
+            return;
+        }
+        let _ = self
+            .dedup
+            .add_done_member(&deals_key(record, hubspot_id), deal_id, self.ttl)
+            .await;
+    }
+
+    /// The deals recorded by [`Markers::link_deal`]; empty when unknown or Redis did not answer.
+    pub async fn linked_deals(&self, record: Record, hubspot_id: &str) -> Vec<String> {
+        if hubspot_id.is_empty() {
+            return Vec::new();
+        }
+        self.dedup
+            .done_members(&deals_key(record, hubspot_id))
+            .await
+            .unwrap_or_default()
     }
 }

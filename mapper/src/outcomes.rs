@@ -1,7 +1,8 @@
 //! `outcome.erp.*` from erp-writer → what HubSpot should show (DESIGN §1 step 3):
 //! `customer_upserted` → the company's ERPNext Customer ID; `sales_order_upserted` → the deal's
 //! Sales Order name, link and sync status `synced`; `sales_order_conflict` (the deal changed
-//! after its order was submitted) → sync status `needs_review`.
+//! after its order was submitted) → sync status `needs_review`, with the reason in the sync
+//! message property (emptied by `synced`).
 //!
 //! Each outcome also records the "synced" marker the company, contact and deal flows consult.
 //! The pure part ([`crm_update`]) decides the command; [`on_outcome`] adds the marker.
@@ -15,6 +16,7 @@ use shared::envelope::{Envelope, Kind};
 use shared::mapping::WritebackConfig;
 use url::Url;
 
+use crate::deal::short_reason;
 use crate::emit::{Command, Decision};
 use crate::error::MapError;
 use crate::handler::Services;
@@ -74,6 +76,7 @@ pub fn crm_update(
                         w.deal_sync_status.clone(),
                         SyncStatus::Synced.as_str().to_string(),
                     ),
+                    (w.deal_sync_message.clone(), String::new()),
                 ]),
                 source_modified: parse_erpnext_time(modified, tz).unwrap_or(occurred_at),
             },
@@ -81,7 +84,7 @@ pub fn crm_update(
         ErpOutcome::SalesOrderConflict {
             hubspot_deal_id,
             sales_order,
-            ..
+            reason,
         } => Some((
             Kind::CrmUpdateDeal,
             UpdateCrmObject {
@@ -91,6 +94,10 @@ pub fn crm_update(
                     (
                         w.deal_sync_status.clone(),
                         SyncStatus::NeedsReview.as_str().to_string(),
+                    ),
+                    (
+                        w.deal_sync_message.clone(),
+                        short_reason(&format!("Sales Order {sales_order}: {reason}")),
                     ),
                 ]),
                 source_modified: now,
@@ -126,12 +133,16 @@ pub async fn on_outcome(
         }
         ErpOutcome::SalesOrderUpserted {
             hubspot_deal_id,
+            hubspot_company_id,
             sales_order,
             ..
         } => {
             s.markers
                 .mark(Record::Deal, hubspot_deal_id, sales_order)
-                .await
+                .await;
+            s.markers
+                .link_deal(Record::Company, hubspot_company_id, hubspot_deal_id)
+                .await;
         }
         ErpOutcome::SalesOrderConflict {
             hubspot_deal_id,
@@ -205,6 +216,10 @@ mod tests {
             "https://erp.example.com/app/sales-order/SAL-ORD-2026-00001"
         );
         assert_eq!(u.properties["erpnext_sync_status"], "synced");
+        assert_eq!(
+            u.properties["erpnext_sync_message"], "",
+            "synced clears the reason"
+        );
         assert_eq!(u.source_modified, at("2026-11-24T17:17:39.499006Z"));
 
         let o = ErpOutcome::SalesOrderConflict {
@@ -214,6 +229,10 @@ mod tests {
         };
         let (_, u) = crm_update(&w, &base, tz, &o, occurred, now).expect("update");
         assert_eq!(u.properties["erpnext_sync_status"], "needs_review");
+        assert_eq!(
+            u.properties["erpnext_sync_message"],
+            "Sales Order SAL-ORD-2026-00001: submitted"
+        );
         assert_eq!(u.source_modified, now);
 
         let o = ErpOutcome::CustomerUpserted {

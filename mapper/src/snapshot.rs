@@ -212,6 +212,23 @@ impl Reader {
         )
     }
 
+    /// The deals HubSpot still associates with these companies or contacts (one v4 batch read
+    /// per 100). A deleted record's associations are gone: the caller adds what it recorded.
+    pub async fn associated_deals(
+        &self,
+        from: ObjectType,
+        ids: &[String],
+    ) -> Result<Vec<String>, HubSpotError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let read = self
+            .client
+            .batch_read_associations(from, ObjectType::Deals, ids)
+            .await?;
+        Ok(ids.iter().flat_map(|id| read.ids(id)).collect())
+    }
+
     async fn batch(
         &self,
         ty: ObjectType,

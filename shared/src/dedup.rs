@@ -309,6 +309,38 @@ impl Dedup {
         Ok(found)
     }
 
+    /// `SADD <ns>:done:<key> <member>` and refresh its TTL: a set of results under one key (e.g.
+    /// every deal a company was synced for). `false` when Redis did not answer.
+    pub async fn add_done_member(
+        &self,
+        key: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<bool, DedupError> {
+        check(key, ttl)?;
+        let full = self.names.done_key(key);
+        let added = redis::cmd("SADD").arg(&full).arg(member).to_owned();
+        let expire = redis::cmd("PEXPIRE").arg(&full).arg(millis(ttl)).to_owned();
+        Ok(self.run::<Value>("done", &added).await.is_some()
+            && self.run::<Value>("done", &expire).await.is_some())
+    }
+
+    /// The members recorded by [`Dedup::add_done_member`]; empty also when Redis did not answer.
+    pub async fn done_members(&self, key: &str) -> Result<Vec<String>, DedupError> {
+        if key.is_empty() {
+            return Err(DedupError::EmptyKey);
+        }
+        let cmd = redis::cmd("SMEMBERS")
+            .arg(self.names.done_key(key))
+            .to_owned();
+        let mut found = self
+            .run::<Vec<String>>("done", &cmd)
+            .await
+            .unwrap_or_default();
+        found.sort();
+        Ok(found)
+    }
+
     async fn run<T: redis::FromRedisValue>(&self, op: &'static str, cmd: &redis::Cmd) -> Option<T> {
         let mut conn = self.conn.clone();
         let result = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;

@@ -338,6 +338,8 @@ pub struct WritebackConfig {
     pub deal_invoice_status: String,
     /// Deal property: `synced` | `needs_review` | `error`.
     pub deal_sync_status: String,
+    /// Deal property: the short reason behind `needs_review` or `error`; empty when `synced`.
+    pub deal_sync_message: String,
     /// Base URL of the ERPNext UI for links; default: `erpnext.base_url`.
     pub erpnext_app_url: Option<Url>,
 }
@@ -350,6 +352,7 @@ impl Default for WritebackConfig {
             deal_sales_order_url: "erpnext_sales_order_url".into(),
             deal_invoice_status: "invoice_status".into(),
             deal_sync_status: "erpnext_sync_status".into(),
+            deal_sync_message: "erpnext_sync_message".into(),
             erpnext_app_url: None,
         }
     }
@@ -357,13 +360,14 @@ impl Default for WritebackConfig {
 
 impl WritebackConfig {
     /// Every property name lead2ledger writes; a webhook about one of them is our own echo.
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.company_customer_id,
             &self.deal_sales_order,
             &self.deal_sales_order_url,
             &self.deal_invoice_status,
             &self.deal_sync_status,
+            &self.deal_sync_message,
         ]
     }
 }
@@ -651,6 +655,7 @@ impl MappingConfig {
             ("writeback.deal_sales_order_url", &w.deal_sales_order_url),
             ("writeback.deal_invoice_status", &w.deal_invoice_status),
             ("writeback.deal_sync_status", &w.deal_sync_status),
+            ("writeback.deal_sync_message", &w.deal_sync_message),
         ] {
             property(&mut p, key, value);
         }
@@ -659,6 +664,7 @@ impl MappingConfig {
             &w.deal_sales_order_url,
             &w.deal_invoice_status,
             &w.deal_sync_status,
+            &w.deal_sync_message,
         ];
         for (i, a) in deal_props.iter().enumerate() {
             if deal_props[..i].contains(a) {

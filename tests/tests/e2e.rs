@@ -120,6 +120,13 @@ async fn a_won_deal_becomes_a_sales_order_and_the_invoice_status_flows_back() {
             .as_deref(),
         Some("synced")
     );
+    assert_eq!(
+        stack
+            .deal_property(&deal.deal_id, "erpnext_sync_message")
+            .filter(|m| !m.is_empty()),
+        None,
+        "a synced deal shows no sync message"
+    );
 
     // The invoice, issued then paid in ERPNext, shows on the deal.
     let invoice = stack

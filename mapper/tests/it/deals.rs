@@ -160,12 +160,13 @@ async fn deal_not_won_is_ignored_for_one_call_and_flagged_once_it_has_a_sales_or
     assert_eq!(crm[0].routing_key, "crm.update_deal");
     let u: UpdateCrmObject = crm[0].envelope.decode_payload().expect("payload");
     assert_eq!(u.object_id, *deal);
-    assert_eq!(
-        u.properties,
-        BTreeMap::from([(
-            "erpnext_sync_status".to_string(),
-            "needs_review".to_string()
-        )])
+    assert_eq!(u.properties.len(), 2, "{:?}", u.properties);
+    assert_eq!(u.properties["erpnext_sync_status"], "needs_review");
+    let reason = &u.properties["erpnext_sync_message"];
+    assert!(
+        reason.starts_with("deal left the won stage after Sales Order SAL-ORD-2026-00001")
+            && reason.contains("closedlost"),
+        "{reason}"
     );
 
     // Our own write-back echoing back as a webhook is not even read.
@@ -215,5 +216,51 @@ async fn deleted_deal_with_a_sales_order_is_flagged_for_review() {
         ),
         ("4242", "needs_review")
     );
+    assert_eq!(
+        u.properties["erpnext_sync_message"],
+        "deal was deleted in HubSpot, but Sales Order SAL-ORD-2026-00009 exists in ERPNext"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn deleted_company_flags_its_deal_with_a_sales_order_for_review() {
+    let env = TestEnv::start().await;
+    // erp-writer reports deal 4242's Sales Order for company 77; HubSpot will no longer answer
+    // the associations of the deleted company, so the mapper's own record must find the deal.
+    env.publish_outcome(&shared::commands::ErpOutcome::SalesOrderUpserted {
+        hubspot_deal_id: "4242".into(),
+        hubspot_company_id: "77".into(),
+        sales_order: "SAL-ORD-2026-00009".into(),
+        docstatus: 1,
+        status: "To Deliver and Bill".into(),
+        created: true,
+        modified: "2026-11-24 12:17:39.499006".into(),
+    })
+    .await;
+    let (_, crm) = env.settle().await;
+    assert_eq!(crm.len(), 1, "the outcome's write-back");
+    env.publish_hubspot(&[
+        hubspot_event(7, "company.deletion", "77", None),
+        hubspot_event(8, "company.deletion", "78", None),
+    ])
+    .await;
+    let (erp, crm) = env.settle().await;
+    assert!(erp.is_empty(), "ERPNext is never changed: {erp:?}");
+    assert_eq!(crm.len(), 1, "only the company with a synced deal: {crm:?}");
+    let u = crm[0].crm();
+    assert_eq!(
+        (
+            u.object_id.as_str(),
+            u.properties["erpnext_sync_status"].as_str()
+        ),
+        ("4242", "needs_review")
+    );
+    let reason = &u.properties["erpnext_sync_message"];
+    assert!(
+        reason.contains("company 77 was deleted") && reason.contains("SAL-ORD-2026-00009"),
+        "{reason}"
+    );
+    assert!(reason.chars().count() <= 250);
     env.finish().await;
 }

@@ -108,6 +108,7 @@ async fn outcomes_become_write_backs_and_unlock_company_and_contact_updates() {
                     ("erpnext_sales_order", "SAL-ORD-2026-00001".into()),
                     ("erpnext_sales_order_url", so_url),
                     ("erpnext_sync_status", "synced".into()),
+                    ("erpnext_sync_message", String::new()),
                 ])
             ),
             (
@@ -115,7 +116,11 @@ async fn outcomes_become_write_backs_and_unlock_company_and_contact_updates() {
                 "9002".into(),
                 props(&[
                     ("erpnext_sales_order", "SAL-ORD-2026-00002".into()),
-                    ("erpnext_sync_status", "needs_review".into())
+                    ("erpnext_sync_status", "needs_review".into()),
+                    (
+                        "erpnext_sync_message",
+                        "Sales Order SAL-ORD-2026-00002: line items changed after submit".into()
+                    ),
                 ])
             ),
         ]
