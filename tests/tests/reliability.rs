@@ -335,8 +335,17 @@ async fn n_deals_survive_every_fault_at_once() {
         n,
         "seed {seed}: exactly one Sales Order per won deal"
     );
+    // Group once (full documents, items included): per-deal lookups would be O(n²) for large N.
+    let mut by_deal: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    for so in orders {
+        let deal = so["hubspot_deal_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        by_deal.entry(deal).or_default().push(so);
+    }
     for (i, d) in deals.iter().enumerate() {
-        let mine = stack.sales_orders_for(&d.deal_id);
+        let mine = by_deal.remove(&d.deal_id).unwrap_or_default();
         assert_eq!(mine.len(), 1, "seed {seed}: deal {}", d.deal_id);
         let so = &mine[0];
         let mut lines: Vec<(String, f64, f64)> = so["items"]
