@@ -319,24 +319,12 @@ impl Stack {
                 Err(e) => failures.push(format!("task: {e}")),
             }
         }
-        let names = self.settings.names();
-        let spec = shared::broker::TopologySpec {
-            delivery_limit: self.settings.amqp.delivery_limit,
-            retry_tiers: self.settings.worker.retry_tiers.clone(),
-        };
-        let _ = shared::broker::delete_namespace(&self.settings.amqp.url, &names, &spec).await;
-        if let Ok(client) = redis::Client::open(self.settings.redis.url.as_str())
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", names.namespace()))
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-            }
+        // The same clean-up every test namespace gets: queues, exchanges and Redis keys.
+        shared::testkit::TestNamespace {
+            settings: self.settings.clone(),
         }
+        .cleanup()
+        .await;
         self.hubspot.shutdown().await;
         self.erpnext.shutdown().await;
         anyhow::ensure!(
