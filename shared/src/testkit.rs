@@ -48,7 +48,11 @@ impl TestNamespace {
 
     /// Delete the namespace's queues, exchanges and Redis keys.
     pub async fn cleanup(&self) {
-        let _ = delete_namespace(&self.settings.amqp.url, &self.names(), &self.topology()).await;
+        let _ = bounded(
+            "deleting the test namespace",
+            delete_namespace(&self.settings.amqp.url, &self.names(), &self.topology()),
+        )
+        .await;
         if let Ok(client) = redis::Client::open(self.settings.redis.url.as_str())
             && let Ok(mut conn) = client.get_multiplexed_async_connection().await
         {
@@ -68,6 +72,21 @@ impl TestNamespace {
 impl Default for TestNamespace {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// How long a test waits for one broker operation before it fails instead of hanging.
+const BROKER_OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Await a broker operation, or panic after [`BROKER_OP_TIMEOUT`]: a wedged broker (port open,
+/// no answer) must fail the test with a reason, not hang the suite.
+async fn bounded<T>(what: &str, op: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(BROKER_OP_TIMEOUT, op).await {
+        Ok(v) => v,
+        Err(_) => panic!(
+            "the broker did not answer {what} within {BROKER_OP_TIMEOUT:?}; is it wedged? \
+             (`bash deploy/services.sh` restarts a broker that does not answer)"
+        ),
     }
 }
 
@@ -111,6 +130,10 @@ impl Taken {
 
 /// Take (and ack) every message currently in `queue`.
 pub async fn drain(url: &str, queue: &str) -> Vec<Taken> {
+    bounded(&format!("draining {queue}"), drain_unbounded(url, queue)).await
+}
+
+async fn drain_unbounded(url: &str, queue: &str) -> Vec<Taken> {
     let conn = match Connection::connect(url, ConnectionProperties::default()).await {
         Ok(c) => c,
         Err(e) => panic!("test broker unreachable: {e}"),
@@ -143,6 +166,14 @@ pub async fn drain(url: &str, queue: &str) -> Vec<Taken> {
 
 /// Number of ready messages in `queue` (passive declare).
 pub async fn queue_len(url: &str, queue: &str) -> u32 {
+    bounded(
+        &format!("counting {queue}"),
+        queue_len_unbounded(url, queue),
+    )
+    .await
+}
+
+async fn queue_len_unbounded(url: &str, queue: &str) -> u32 {
     let conn = match Connection::connect(url, ConnectionProperties::default()).await {
         Ok(c) => c,
         Err(e) => panic!("test broker unreachable: {e}"),
@@ -245,8 +276,11 @@ impl TcpProxy {
 /// Close the broker connections whose client-provided name contains `needle`, with `rabbitmqctl`
 /// (the real operator action). Returns how many were closed.
 pub fn close_broker_connections(needle: &str) -> usize {
-    let out = std::process::Command::new("rabbitmqctl")
+    // `timeout`: rabbitmqctl waits forever on a wedged broker.
+    let out = std::process::Command::new("timeout")
         .args([
+            "30",
+            "rabbitmqctl",
             "list_connections",
             "-q",
             "--no-table-headers",
@@ -263,8 +297,14 @@ pub fn close_broker_connections(needle: &str) -> usize {
         let Some(pid) = line.split_whitespace().next() else {
             continue;
         };
-        let ok = std::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "closed by test"])
+        let ok = std::process::Command::new("timeout")
+            .args([
+                "30",
+                "rabbitmqctl",
+                "close_connection",
+                pid,
+                "closed by test",
+            ])
             .output()
             .is_ok_and(|o| o.status.success());
         closed += usize::from(ok);
