@@ -77,3 +77,10 @@ else
     sleep 1
   done
 fi
+# A resource alarm (disk or memory) blocks every publisher: say so loudly instead of letting a
+# run hang on publisher confirms.
+if ! timeout 30 rabbitmq-diagnostics -q check_local_alarms >/dev/null 2>&1; then
+  log "WARNING: rabbitmq reports a resource alarm; publishers are blocked until it clears:"
+  timeout 30 rabbitmq-diagnostics -q alarms || true
+  df -h /var/lib/rabbitmq || true
+fi

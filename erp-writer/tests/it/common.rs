@@ -338,7 +338,7 @@ time_zone = "{tz}"
 timeout = "10s"
 
 [worker]
-retry_tiers = ["200ms", "500ms", "1s", "2s", "3s"]
+retry_tiers = [{tiers}]
 quick_attempts = 1
 concurrency = 3
 
@@ -351,6 +351,14 @@ log_level = "warn"
             base = s.erpnext.base_url,
             key = s.erpnext.api_key.as_deref().unwrap_or_default(),
             tz = s.erpnext.time_zone,
+            // The namespace's own tiers, so its clean-up deletes every queue the child declares.
+            tiers = s
+                .worker
+                .retry_tiers
+                .iter()
+                .map(|t| format!("\"{}ms\"", t.as_millis()))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let config = std::env::temp_dir().join(format!("{}-erp-writer.toml", s.amqp.namespace));
         std::fs::write(&config, toml).expect("write config");

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Delete the queues and exchanges of test namespaces (`t<uuid v7>.…`) older than an hour: a test killed
+# mid-run (a timeout, a SIGKILL, a machine stopped) cannot clean up after itself, and its
+# quorum queues would otherwise stay on the broker for good. Namespaces younger than an hour
+# may belong to a suite running right now and are left alone. Usage: deploy/sweep-test-namespaces.sh
+set -euo pipefail
+
+max_age_ms=${L2L_SWEEP_MAX_AGE_MS:-3600000}
+now_ms=$(( $(date +%s) * 1000 ))
+swept=0
+while read -r queue; do
+  [[ $queue =~ ^t([0-9a-f]{12})[0-9a-f]{20}\. ]] || continue
+  created_ms=$(( 16#${BASH_REMATCH[1]} ))
+  if (( now_ms - created_ms > max_age_ms )); then
+    timeout 30 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
+  fi
+done < <(timeout 60 rabbitmqctl -q list_queues --no-table-headers name 2>/dev/null || true)
+# Their exchanges too. rabbitmqctl has no delete_exchange: this calls the broker's own
+# function (RabbitMQ 3.x); on a broker where that differs the exchanges stay, which is harmless.
+while read -r exchange; do
+  [[ $exchange =~ ^t([0-9a-f]{12})[0-9a-f]{20}\. ]] || continue
+  created_ms=$(( 16#${BASH_REMATCH[1]} ))
+  if (( now_ms - created_ms > max_age_ms )); then
+    timeout 30 rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"l2l-sweep\">>)." \
+      </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
+  fi
+done < <(timeout 60 rabbitmqctl -q list_exchanges --no-table-headers name 2>/dev/null || true)
+echo "[services] swept $swept queue(s) and exchange(s) of test namespaces older than $((max_age_ms / 60000)) min"
