@@ -45,19 +45,11 @@ async fn main() -> ExitCode {
             command: ConfigCommand::Check,
         } => shared::config::check_command(cli.config.as_deref(), "ingest"),
         Command::Backfill(args) => backfill(cli.config, args).await,
-        Command::Run => match serve(cli.config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ingest: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Run => shared::cli::with_settings("ingest", cli.config.as_deref(), serve).await,
     }
 }
 
-async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let settings = Settings::load(config.as_deref()).context("loading configuration")?;
-    shared::telemetry::init_tracing(&settings.telemetry);
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.ingest.listen)
         .await
         .with_context(|| format!("binding {}", settings.ingest.listen))?;
@@ -69,9 +61,15 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn backfill(config: Option<PathBuf>, args: ingest::backfill::BackfillArgs) -> ExitCode {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ingest backfill: {e}");
+            return ExitCode::from(shared::config::EXIT_INVALID_CONFIG);
+        }
+    };
+    shared::telemetry::init_tracing(&settings.telemetry);
     let run = async {
-        let settings = Settings::load(config.as_deref()).context("loading configuration")?;
-        shared::telemetry::init_tracing(&settings.telemetry);
         let cancel = CancellationToken::new();
         tokio::spawn(shared::shutdown::on_signal(cancel.clone()));
         ingest::backfill::command(&settings, args, cancel).await
