@@ -7,9 +7,10 @@
 //!
 //! The services run as child processes of the real binaries with a config file, as in production.
 //! `CHAOS_SEED` replays a run (the seed is printed); `CHAOS_DEALS` sets N (default 200),
-//! `CHAOS_SECONDS` how long faults are injected (default 20). A long run:
-//! `CHAOS_DEALS=5000 CHAOS_SECONDS=60 cargo nextest run --profile soak -p l2l-tests --test
-//! reliability every_fault_at_once --no-capture`.
+//! `CHAOS_SECONDS` how long faults are injected (default 20) and `CHAOS_GAP_MS` the longest pause
+//! between two of them (default 800). A long run spreads its faults over most of the run:
+//! `CHAOS_DEALS=5000 CHAOS_SECONDS=900 CHAOS_GAP_MS=8000 cargo nextest run --profile soak
+//! -p l2l-tests --test reliability every_fault_at_once --no-capture`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -145,7 +146,7 @@ enum Fault {
     RedisCut,
     /// ERPNext answers 5xx and hangs past the client's timeout for a while.
     ErpNextErrors,
-    /// HubSpot answers a burst of 429s.
+    /// HubSpot answers 429 to everything for a moment (the account's limit spent elsewhere).
     HubSpot429,
 }
 
@@ -317,6 +318,8 @@ async fn survive(faults: &[Fault]) {
     let mut actions: HashMap<Fault, u32> = HashMap::new();
     let mut closed_by_rabbitmqctl = 0;
     let chaos_for = Duration::from_secs(env_or("CHAOS_SECONDS", 20));
+    // Pause between two faults: up to 800 ms by default; longer runs spread their faults out.
+    let gap_ms: u64 = env_or("CHAOS_GAP_MS", 800_u64).max(101);
     // Every fault once early, in a seeded order, while traffic is heaviest; then at random.
     let mut first_round = faults.to_vec();
     first_round.shuffle(&mut rng);
@@ -367,14 +370,14 @@ async fn survive(faults: &[Fault]) {
             Fault::HubSpot429 => {
                 stack.hubspot.set_faults(FaultConfig {
                     seed: rng.random(),
-                    burst_429: rng.random_range(5..30),
+                    throttle_ms: rng.random_range(500..3000),
                     path_prefix: "/crm".into(),
                     ..FaultConfig::default()
                 });
             }
         }
         *actions.entry(fault).or_default() += 1;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..gap_ms))).await;
     }
     stack.erpnext.set_faults(FaultConfig::default());
     stack.hubspot.set_faults(FaultConfig::default());

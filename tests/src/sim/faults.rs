@@ -1,11 +1,13 @@
-//! Fault injection shared by both simulators: latency, 5xx errors, hangs past the client timeout and
-//! 429 bursts, all drawn from one seeded RNG so a failing run can be replayed exactly with its seed.
+//! Fault injection shared by both simulators: latency, 5xx errors, hangs past the client timeout,
+//! 429 bursts (a count of requests) and 429 windows (a span of time, as when another app on the
+//! same HubSpot account exhausts the shared limit), drawn from one seeded RNG so a failing run
+//! can be replayed with its seed.
 //!
 //! Also counts calls per endpoint, which tests use to assert API-call budgets.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,6 +30,10 @@ pub struct FaultConfig {
     pub hang_ms: u64,
     /// Answer the next N requests with 429 (HubSpot) regardless of the budget.
     pub burst_429: u32,
+    /// Answer every request with 429 (HubSpot) for this long after the configuration is set:
+    /// a rate-limit window exhausted by someone else. Unlike `burst_429`, a client that backs off
+    /// does not prolong it.
+    pub throttle_ms: u64,
     /// Only requests whose path starts with this prefix are affected (empty: all but `/_sim`).
     pub path_prefix: String,
 }
@@ -50,6 +56,8 @@ pub struct Faults {
 struct Inner {
     config: FaultConfig,
     rng: StdRng,
+    /// End of the `throttle_ms` window.
+    throttle_until: Option<Instant>,
     calls: BTreeMap<String, u64>,
     injected: BTreeMap<String, u64>,
 }
@@ -65,6 +73,7 @@ impl Faults {
         Self {
             inner: Mutex::new(Inner {
                 rng: StdRng::seed_from_u64(config.seed),
+                throttle_until: throttle_until(&config),
                 config,
                 calls: BTreeMap::new(),
                 injected: BTreeMap::new(),
@@ -82,6 +91,7 @@ impl Faults {
     pub fn set(&self, config: FaultConfig) {
         let mut g = self.lock();
         g.rng = StdRng::seed_from_u64(config.seed);
+        g.throttle_until = throttle_until(&config);
         g.config = config;
     }
 
@@ -121,8 +131,11 @@ impl Faults {
             0
         };
         let latency = Duration::from_millis(c.latency_ms + jitter);
+        let throttled = g.throttle_until.is_some_and(|end| Instant::now() < end);
         let fault = if c.burst_429 > 0 {
             g.config.burst_429 -= 1;
+            Fault::TooManyRequests
+        } else if throttled {
             Fault::TooManyRequests
         } else if c.timeout_rate > 0.0 && g.rng.random_bool(c.timeout_rate.clamp(0.0, 1.0)) {
             Fault::Hang(Duration::from_millis(c.hang_ms))
@@ -142,6 +155,10 @@ impl Faults {
         }
         (fault, latency)
     }
+}
+
+fn throttle_until(config: &FaultConfig) -> Option<Instant> {
+    (config.throttle_ms > 0).then(|| Instant::now() + Duration::from_millis(config.throttle_ms))
 }
 
 #[cfg(test)]
@@ -178,5 +195,21 @@ mod tests {
         assert_eq!(f.decide("/crm").0, Fault::TooManyRequests);
         assert_eq!(f.decide("/crm").0, Fault::None);
         assert_eq!(f.injected().get("429"), Some(&2));
+    }
+
+    #[test]
+    fn a_throttle_window_answers_429_until_it_ends_however_many_requests() {
+        let f = Faults::new(FaultConfig {
+            throttle_ms: 150,
+            path_prefix: "/crm".into(),
+            ..Default::default()
+        });
+        for _ in 0..50 {
+            assert_eq!(f.decide("/crm/v3/objects/deals").0, Fault::TooManyRequests);
+        }
+        assert_eq!(f.decide("/api/other").0, Fault::None);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(f.decide("/crm/v3/objects/deals").0, Fault::None);
+        assert_eq!(f.injected().get("429"), Some(&50));
     }
 }
