@@ -194,6 +194,42 @@ async fn every_fault_at_once() {
     survive(&EVERY_FAULT).await;
 }
 
+/// Which deals do not show their Sales Order yet, and when that last changed.
+struct Convergence<'a> {
+    pending: Vec<&'a SeededDeal>,
+    last_progress: Instant,
+    /// When the last deal converged, measured from the start of the run.
+    done_after: Option<Duration>,
+}
+
+impl<'a> Convergence<'a> {
+    fn new(deals: &'a [SeededDeal]) -> Self {
+        Self {
+            pending: deals.iter().collect(),
+            last_progress: Instant::now(),
+            done_after: None,
+        }
+    }
+
+    /// Re-check the deals still missing (only those, so a large N does not keep the simulator's
+    /// lock busy); returns how many are still missing.
+    fn poll(&mut self, stack: &Stack, started: Instant) -> usize {
+        let before = self.pending.len();
+        self.pending.retain(|d| {
+            stack
+                .deal_property(&d.deal_id, "erpnext_sales_order")
+                .is_none()
+        });
+        if self.pending.len() < before {
+            self.last_progress = Instant::now();
+        }
+        if self.pending.is_empty() && self.done_after.is_none() {
+            self.done_after = Some(started.elapsed());
+        }
+        self.pending.len()
+    }
+}
+
 /// Win N deals (each webhook delivered twice) while `faults` are injected at random, then check
 /// that the pipeline converged to exactly the right state.
 async fn survive(faults: &[Fault]) {
@@ -310,6 +346,8 @@ async fn survive(faults: &[Fault]) {
         })
         .collect();
     let started = Instant::now();
+    let mut convergence = Convergence::new(&deals);
+    let mut last_report = Instant::now();
     for d in &deals {
         stack.win_deal(&d.deal_id).expect("win");
     }
@@ -377,6 +415,15 @@ async fn survive(faults: &[Fault]) {
             }
         }
         *actions.entry(fault).or_default() += 1;
+        let missing = convergence.poll(&stack, started);
+        if last_report.elapsed() > Duration::from_secs(60) {
+            println!(
+                "under chaos: {}/{n} deals show their Sales Order after {:.0}s",
+                n - missing,
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..gap_ms))).await;
     }
     stack.erpnext.set_faults(FaultConfig::default());
@@ -412,22 +459,12 @@ async fn survive(faults: &[Fault]) {
     // run fails when no deal has converged for `CHAOS_STALL_SECONDS` (default 120), which holds
     // for a debug build on a loaded 2-core machine and for N = 5,000 alike.
     let stall = Duration::from_secs(env_or("CHAOS_STALL_SECONDS", 120));
-    // Poll only the deals still missing, so a large N does not keep the simulator's lock busy.
-    let mut pending: Vec<&SeededDeal> = deals.iter().collect();
-    let mut last_progress = (pending.len(), Instant::now());
-    let mut last_report = Instant::now();
+    // The clock for a stall starts when the faults stop.
+    convergence.last_progress = Instant::now();
     loop {
-        pending.retain(|d| {
-            stack
-                .deal_property(&d.deal_id, "erpnext_sales_order")
-                .is_none()
-        });
-        let missing = pending.len();
+        let missing = convergence.poll(&stack, started);
         if missing == 0 {
             break;
-        }
-        if missing < last_progress.0 {
-            last_progress = (missing, Instant::now());
         }
         if last_report.elapsed() > Duration::from_secs(30) {
             println!(
@@ -437,7 +474,7 @@ async fn survive(faults: &[Fault]) {
             );
             last_report = Instant::now();
         }
-        if last_progress.1.elapsed() > stall {
+        if convergence.last_progress.elapsed() > stall {
             for svc in &services {
                 let log = std::fs::read_to_string(&svc.log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
@@ -454,7 +491,8 @@ async fn survive(faults: &[Fault]) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let converged = started.elapsed();
+    // During the chaos, or after it.
+    let converged = convergence.done_after.unwrap_or_else(|| started.elapsed());
 
     let orders = stack.erpnext.list("Sales Order");
     assert_eq!(
