@@ -122,11 +122,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     .run(shutdown)
     .await;
     // The worker (and with it the handler's batcher handles) is gone: the batchers write what
-    // is left and stop.
-    for task in [companies_task, deals_task] {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "a batcher task failed");
+    // is left and stop. Deliveries abandoned after `worker.drain_timeout` still hold handles, so
+    // this wait is bounded the same way (their messages are redelivered).
+    let batchers = async {
+        for task in [companies_task, deals_task] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a batcher task failed");
+            }
         }
+    };
+    if tokio::time::timeout(settings.worker.drain_timeout, batchers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("batchers still writing after worker.drain_timeout; stopping without them");
     }
     broker_stop.cancel();
     result.context("crm-writer worker")

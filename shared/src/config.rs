@@ -308,6 +308,13 @@ pub struct WorkerConfig {
     pub retry_tiers: Vec<Duration>,
     /// Where `/healthz`, `/readyz` and `/metrics` of a worker are served.
     pub metrics_listen: Option<SocketAddr>,
+    /// On SIGTERM, how long in-flight deliveries may take to finish and be acked. Past it the
+    /// worker closes its channel and exits anyway: the unfinished deliveries go back to the
+    /// queue and are applied idempotently, as after a crash. Keep it below the platform's grace
+    /// period (Kubernetes `terminationGracePeriodSeconds`, compose `stop_grace_period`) so the
+    /// exit is clean and logged rather than a SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -324,6 +331,7 @@ impl Default for WorkerConfig {
                 Duration::from_secs(1800),
             ],
             metrics_listen: None,
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -1055,3 +1055,57 @@ async fn shutdown_finishes_and_acks_in_flight_deliveries() {
         );
     }
 }
+
+/// A handler that never finishes (a remote call hanging with no timeout, a budget wait of hours).
+#[derive(Default)]
+struct Stuck {
+    started: AtomicUsize,
+}
+
+impl Handler for Stuck {
+    async fn handle(&self, _msg: Incoming) -> Result<Outcome, HandlerError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+        Ok(Outcome::Done)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_stuck_delivery_after_the_drain_timeout_and_it_is_redelivered() {
+    let env = TestEnv::start(|s| {
+        s.worker.drain_timeout = Duration::from_millis(500);
+    })
+    .await;
+    env.publish(&envelope("stuck")).await;
+    let handler = Arc::new(Stuck::default());
+    let worker = env.spawn(env.worker_config(), handler.clone());
+    eventually(Duration::from_secs(10), "the handler in flight", || {
+        let h = handler.clone();
+        async move { (h.started.load(Ordering::SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    worker.stop().await;
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "stopped after {took:?}, not after the 500 ms drain timeout"
+    );
+    // Unacked, so the broker has it again: nothing is lost.
+    let (url, queue) = (env.url().to_string(), env.queue());
+    let back = eventually(
+        Duration::from_secs(10),
+        "the message back in the queue",
+        || {
+            let (url, queue) = (url.clone(), queue.clone());
+            async move {
+                let taken = shared::testkit::drain(&url, &queue).await;
+                (!taken.is_empty()).then_some(taken)
+            }
+        },
+    )
+    .await;
+    assert_eq!(back.len(), 1);
+    let e: Envelope = serde_json::from_slice(&back[0].body).expect("envelope");
+    assert_eq!(e.idempotency_key, "stuck");
+}

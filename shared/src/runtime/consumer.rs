@@ -11,7 +11,9 @@
 //!   cannot be acked; the broker redelivers them and handlers are idempotent (DESIGN §5).
 //! - Shutdown: stop taking deliveries, wait for every running one to finish and be acked, then
 //!   `basic_cancel` and close the channel; deliveries buffered but not started go back to the
-//!   queue (acks sent after `basic.cancel` are dropped by quorum queues on RabbitMQ 3.10).
+//!   queue (acks sent after `basic.cancel` are dropped by quorum queues on RabbitMQ 3.10). The
+//!   wait is bounded by `worker.drain_timeout`: past it the channel is closed with the stragglers
+//!   unacked (they are redelivered, as after a crash) and the worker returns, logging how many.
 //!
 //! # Failure paths
 //! - Transient error: quick in-process retries (jittered exponential backoff, `backon`,
@@ -191,8 +193,7 @@ impl<H: Handler> Worker<H> {
                     tracing::warn!(error = %e, queue = %queue_name, consume_failures, "cannot start consuming");
                     let _ = channel.close(200, "consume failed".into()).await;
                     if consume_failures >= MAX_CONSUME_FAILURES && self.broker.is_ready() {
-                        tracker.close();
-                        tracker.wait().await;
+                        finish_in_flight(&tracker, self.cfg.drain_timeout).await;
                         return Err(RuntimeError::Consume {
                             queue: queue_name,
                             source: e,
@@ -218,7 +219,7 @@ impl<H: Handler> Worker<H> {
             .await;
             match end {
                 PumpEnd::Shutdown => {
-                    drain(&channel, &consumer, &tracker).await;
+                    drain(&channel, &consumer, &tracker, self.cfg.drain_timeout).await;
                     last_channel = Some(channel);
                     break;
                 }
@@ -232,8 +233,7 @@ impl<H: Handler> Worker<H> {
             }
         }
 
-        tracker.close();
-        tracker.wait().await;
+        finish_in_flight(&tracker, self.cfg.drain_timeout).await;
         if let Some(channel) = last_channel
             && channel.status().connected()
             && let Err(e) = channel.close(200, "shutdown".into()).await
@@ -344,15 +344,33 @@ async fn pump<H: Handler>(
 /// deliveries are finished and acked while the consumer is still registered. Deliveries the client
 /// had buffered but not started are not touched; they go back to the queue when the channel
 /// closes (one redelivery each, far below the delivery limit).
-async fn drain(channel: &Channel, consumer: &Consumer, tracker: &TaskTracker) {
-    tracker.close();
-    tracker.wait().await;
+async fn drain(channel: &Channel, consumer: &Consumer, tracker: &TaskTracker, limit: Duration) {
+    if !finish_in_flight(tracker, limit).await {
+        // Cancelling now would drop the stragglers' late acks anyway; closing the channel
+        // returns them (and the buffered deliveries) to the queue.
+        return;
+    }
     if let Err(e) = channel
         .basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await
     {
         tracing::debug!(error = %e, "basic.cancel failed; the channel close returns buffered deliveries");
     }
+}
+
+/// Wait for the running deliveries, at most `limit`; `false` (logged) when some are still running.
+async fn finish_in_flight(tracker: &TaskTracker, limit: Duration) -> bool {
+    tracker.close();
+    if tokio::time::timeout(limit, tracker.wait()).await.is_ok() {
+        return true;
+    }
+    tracing::warn!(
+        in_flight = tracker.len(),
+        drain_timeout = ?limit,
+        "deliveries still running after worker.drain_timeout; stopping without them (they stay \
+         unacked and will be redelivered)"
+    );
+    false
 }
 
 fn spawn_delivery<H: Handler>(
