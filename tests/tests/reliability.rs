@@ -81,7 +81,13 @@ impl Service {
         let child = Command::new(&self.binary)
             .arg("run")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "warn")
+            // Warnings, plus what explains a slow drain: connection generations, the consumer
+            // stopping, rate-budget penalties and 429s.
+            .env(
+                "RUST_LOG",
+                "warn,shared::runtime::consumer=info,shared::shutdown=info,shared::budget=info,\
+                 shared::hubspot=info",
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -95,6 +101,17 @@ impl Service {
             let _ = c.wait();
             self.kills += 1;
         }
+    }
+
+    /// The last `n` lines of the service's log, on stderr, to explain a failure.
+    fn print_log_tail(&self, n: usize) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(n).collect();
+        eprintln!(
+            "--- {} (last lines) ---\n{}",
+            self.name,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 
     /// SIGTERM and wait: a clean drain exits 0.
@@ -291,6 +308,8 @@ async fn survive(faults: &[Fault]) {
             ),
         ),
         ("L2L_WORKER__QUICK_BASE_DELAY".into(), "20ms".into()),
+        // Below the 20 s this suite waits for a SIGTERMed service to exit.
+        ("L2L_WORKER__DRAIN_TIMEOUT".into(), "10s".into()),
         ("L2L_INGEST__LISTEN".into(), ingest_addr.to_string()),
         ("L2L_INGEST__PUBLIC_URL".into(), stack.ingest_url.clone()),
         (
@@ -358,9 +377,11 @@ async fn survive(faults: &[Fault]) {
     let chaos_for = Duration::from_secs(env_or("CHAOS_SECONDS", 20));
     // Pause between two faults: up to 800 ms by default; longer runs spread their faults out.
     let gap_ms: u64 = env_or("CHAOS_GAP_MS", 800_u64).max(101);
-    // Every fault once early, in a seeded order, while traffic is heaviest; then at random.
+    // Every fault once early, in a seeded order, while traffic is heaviest; then at random. The
+    // faults that only bite when requests flow (ERPNext errors, HubSpot 429s) come first.
     let mut first_round = faults.to_vec();
     first_round.shuffle(&mut rng);
+    first_round.sort_by_key(|f| matches!(f, Fault::ErpNextErrors | Fault::HubSpot429));
     while started.elapsed() < chaos_for {
         let next = match first_round.pop() {
             Some(f) => Some(f),
@@ -402,13 +423,25 @@ async fn survive(faults: &[Fault]) {
                     path_prefix: "/api".into(),
                     ..FaultConfig::default()
                 });
+                let before: u64 = stack.erpnext.injected().values().sum();
                 tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+                // A window that fell in a lull stays open until it has failed a request (10 s
+                // at most), so every window tests something.
+                let lull_end = Instant::now() + Duration::from_secs(10);
+                while stack.erpnext.injected().values().sum::<u64>() == before
+                    && Instant::now() < lull_end
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 stack.erpnext.set_faults(FaultConfig::default());
             }
             Fault::HubSpot429 => {
                 stack.hubspot.set_faults(FaultConfig {
                     seed: rng.random(),
                     throttle_ms: rng.random_range(500..3000),
+                    // And the next request whenever it comes, so a window that falls in a lull
+                    // still throttles someone.
+                    burst_429: 1,
                     path_prefix: "/crm".into(),
                     ..FaultConfig::default()
                 });
@@ -476,13 +509,7 @@ async fn survive(faults: &[Fault]) {
         }
         if convergence.last_progress.elapsed() > stall {
             for svc in &services {
-                let log = std::fs::read_to_string(&svc.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                eprintln!(
-                    "--- {} (last lines) ---\n{}",
-                    svc.name,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                svc.print_log_tail(15);
             }
             panic!(
                 "seed {seed}: {missing} of {n} deals never showed their Sales Order \
@@ -570,6 +597,14 @@ async fn survive(faults: &[Fault]) {
     );
     for svc in &mut services {
         let code = svc.terminate();
+        // A drain cut short is allowed (the stragglers are redelivered) but worth seeing.
+        let log = std::fs::read_to_string(&svc.log).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("drain_timeout")) {
+            println!("{}: {line}", svc.name);
+        }
+        if code != Some(0) {
+            svc.print_log_tail(30);
+        }
         assert_eq!(
             code,
             Some(0),
