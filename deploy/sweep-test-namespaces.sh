@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Delete the queues and exchanges of test namespaces (`t<uuid v7>.…`) older than an hour: a test killed
-# mid-run (a timeout, a SIGKILL, a machine stopped) cannot clean up after itself, and its
-# quorum queues would otherwise stay on the broker for good. Namespaces younger than an hour
+# Delete the queues, exchanges and Redis keys of test namespaces (`t<uuid v7>.…`) older than an
+# hour: a test killed mid-run (a timeout, a SIGKILL, a machine stopped) cannot clean up after
+# itself, and its quorum queues would otherwise stay on the broker for good. Namespaces younger than an hour
 # may belong to a suite running right now and are left alone. Usage: deploy/sweep-test-namespaces.sh
 set -euo pipefail
 
@@ -25,4 +25,22 @@ while read -r exchange; do
       </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
   fi
 done < <(timeout 60 rabbitmqctl -q list_exchanges --no-table-headers name 2>/dev/null || true)
-echo "[services] swept $swept queue(s) and exchange(s) of test namespaces older than $((max_age_ms / 60000)) min"
+# And their Redis keys (`<namespace>:…`: dedup markers, leases, budgets, ordering times).
+redis_keys=0
+if command -v redis-cli >/dev/null 2>&1; then
+  stale_namespaces=$(timeout 120 redis-cli --scan --pattern 't*:*' 2>/dev/null | cut -d: -f1 | sort -u |
+    while read -r ns; do
+      [[ $ns =~ ^t([0-9a-f]{12})[0-9a-f]{20}$ ]] || continue
+      (( now_ms - 16#${BASH_REMATCH[1]} > max_age_ms )) && echo "$ns"
+    done || true)
+  keys_file=$(mktemp)
+  for ns in $stale_namespaces; do
+    # Scan first, delete after: deleting during a SCAN can make it skip keys. One key per line
+    # (keys carry document names with spaces).
+    timeout 120 redis-cli --scan --pattern "$ns:*" >"$keys_file" || true
+    redis_keys=$((redis_keys + $(wc -l <"$keys_file")))
+    xargs -r -d '\n' -n 500 redis-cli del <"$keys_file" >/dev/null
+  done
+  rm -f "$keys_file"
+fi
+echo "[services] swept $swept queue(s) and exchange(s) and $redis_keys Redis key(s) of test namespaces older than $((max_age_ms / 60000)) min"
