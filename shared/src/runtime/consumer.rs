@@ -233,7 +233,10 @@ impl<H: Handler> Worker<H> {
             }
         }
 
-        finish_in_flight(&tracker, self.cfg.drain_timeout).await;
+        // A drain already waited (once: a second wait would double the promised bound).
+        if last_channel.is_none() {
+            finish_in_flight(&tracker, self.cfg.drain_timeout).await;
+        }
         if let Some(channel) = last_channel
             && channel.status().connected()
             && let Err(e) = channel.close(200, "shutdown".into()).await
