@@ -44,6 +44,9 @@ pub use handler::CrmWriterHandler;
 pub use ordering::OrderingGuard;
 pub use setup::SetupReport;
 
+/// How long the batchers may take to stop once the worker has drained (see [`run`]).
+const BATCHER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The HubSpot client of `settings`, paying every call from the portal's shared Redis budget.
 pub fn hubspot_client(settings: &Settings) -> anyhow::Result<HubSpotClient> {
     let budget = RateBudget::connect(
@@ -122,8 +125,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     .run(shutdown)
     .await;
     // The worker (and with it the handler's batcher handles) is gone: the batchers write what
-    // is left and stop. Deliveries abandoned after `worker.drain_timeout` still hold handles, so
-    // this wait is bounded the same way (their messages are redelivered).
+    // is left and stop. After a clean drain nothing is left (every handler waited for its
+    // write), so they stop at once; only deliveries abandoned after `worker.drain_timeout` still
+    // hold handles, and waiting for those would add to the drain the operator bounded. Hence a
+    // short wait (their messages are redelivered).
     let batchers = async {
         for task in [companies_task, deals_task] {
             if let Err(e) = task.await {
@@ -131,11 +136,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             }
         }
     };
-    if tokio::time::timeout(settings.worker.drain_timeout, batchers)
-        .await
-        .is_err()
+    if tokio::time::timeout(
+        BATCHER_STOP_WAIT.min(settings.worker.drain_timeout),
+        batchers,
+    )
+    .await
+    .is_err()
     {
-        tracing::warn!("batchers still writing after worker.drain_timeout; stopping without them");
+        tracing::warn!(
+            "batchers still writing for deliveries abandoned by the drain; stopping without them"
+        );
     }
     broker_stop.cancel();
     result.context("crm-writer worker")
