@@ -7,20 +7,21 @@ set -euo pipefail
 
 max_age_ms=${L2L_SWEEP_MAX_AGE_MS:-3600000}
 now_ms=$(( $(date +%s) * 1000 ))
+# True when $1 starts with a test namespace (`t` + 32 hex digits, then $2) older than the limit;
+# a uuid v7 carries its creation time in milliseconds in its first 12 hex digits.
+stale() {
+  [[ $1 =~ ^t([0-9a-f]{12})[0-9a-f]{20}$2 ]] && (( now_ms - 16#${BASH_REMATCH[1]} > max_age_ms ))
+}
 swept=0
 while read -r queue; do
-  [[ $queue =~ ^t([0-9a-f]{12})[0-9a-f]{20}\. ]] || continue
-  created_ms=$(( 16#${BASH_REMATCH[1]} ))
-  if (( now_ms - created_ms > max_age_ms )); then
+  if stale "$queue" '\.'; then
     timeout 30 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
   fi
 done < <(timeout 60 rabbitmqctl -q list_queues --no-table-headers name 2>/dev/null || true)
 # Their exchanges too. rabbitmqctl has no delete_exchange: this calls the broker's own
 # function (RabbitMQ 3.x); on a broker where that differs the exchanges stay, which is harmless.
 while read -r exchange; do
-  [[ $exchange =~ ^t([0-9a-f]{12})[0-9a-f]{20}\. ]] || continue
-  created_ms=$(( 16#${BASH_REMATCH[1]} ))
-  if (( now_ms - created_ms > max_age_ms )); then
+  if stale "$exchange" '\.'; then
     timeout 30 rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"l2l-sweep\">>)." \
       </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
   fi
@@ -30,8 +31,7 @@ redis_keys=0
 if command -v redis-cli >/dev/null 2>&1; then
   stale_namespaces=$(timeout 120 redis-cli --scan --pattern 't*:*' 2>/dev/null | cut -d: -f1 | sort -u |
     while read -r ns; do
-      [[ $ns =~ ^t([0-9a-f]{12})[0-9a-f]{20}$ ]] || continue
-      (( now_ms - 16#${BASH_REMATCH[1]} > max_age_ms )) && echo "$ns"
+      if stale "$ns" '$'; then echo "$ns"; fi
     done || true)
   keys_file=$(mktemp)
   for ns in $stale_namespaces; do

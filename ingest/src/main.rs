@@ -61,14 +61,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn backfill(config: Option<PathBuf>, args: ingest::backfill::BackfillArgs) -> ExitCode {
-    let settings = match Settings::load(config.as_deref()) {
+    let settings = match shared::cli::load_settings("ingest backfill", config.as_deref()) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("ingest backfill: {e}");
-            return ExitCode::from(shared::config::EXIT_INVALID_CONFIG);
-        }
+        Err(code) => return code,
     };
-    shared::telemetry::init_tracing(&settings.telemetry);
     let run = async {
         let cancel = CancellationToken::new();
         tokio::spawn(shared::shutdown::on_signal(cancel.clone()));

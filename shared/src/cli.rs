@@ -80,6 +80,21 @@ where
     }
 }
 
+/// Load the settings and set up logging; an invalid configuration is reported on stderr as
+/// `<binary>: <problem>` and becomes exit code 78 (EX_CONFIG), for every command of every binary.
+pub fn load_settings(binary: &str, config: Option<&Path>) -> Result<Settings, ExitCode> {
+    match Settings::load(config) {
+        Ok(settings) => {
+            crate::telemetry::init_tracing(&settings.telemetry);
+            Ok(settings)
+        }
+        Err(e) => {
+            eprintln!("{binary}: {e}");
+            Err(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+    }
+}
+
 /// Load the settings (exit 78 when invalid), set up logging, run `f`, map its result to an exit
 /// code with the error chain on stderr.
 pub async fn with_settings<F, Fut>(binary: &'static str, config: Option<&Path>, f: F) -> ExitCode
@@ -87,14 +102,10 @@ where
     F: FnOnce(Settings) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let settings = match Settings::load(config) {
+    let settings = match load_settings(binary, config) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("{binary}: {e}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
+        Err(code) => return code,
     };
-    crate::telemetry::init_tracing(&settings.telemetry);
     // The metrics recorder first, so nothing recorded before the first scrape is lost.
     let _ = crate::telemetry::prometheus();
     match f(settings).await {

@@ -214,23 +214,30 @@ async fn every_fault_at_once() {
 /// Which deals do not show their Sales Order yet, and when that last changed.
 struct Convergence<'a> {
     pending: Vec<&'a SeededDeal>,
+    total: usize,
+    /// Start of the run: the deals were won then.
+    started: Instant,
     last_progress: Instant,
-    /// When the last deal converged, measured from the start of the run.
+    last_report: Instant,
+    /// When the last deal converged, measured from `started`.
     done_after: Option<Duration>,
 }
 
 impl<'a> Convergence<'a> {
-    fn new(deals: &'a [SeededDeal]) -> Self {
+    fn new(deals: &'a [SeededDeal], started: Instant) -> Self {
         Self {
             pending: deals.iter().collect(),
+            total: deals.len(),
+            started,
             last_progress: Instant::now(),
+            last_report: Instant::now(),
             done_after: None,
         }
     }
 
     /// Re-check the deals still missing (only those, so a large N does not keep the simulator's
     /// lock busy); returns how many are still missing.
-    fn poll(&mut self, stack: &Stack, started: Instant) -> usize {
+    fn poll(&mut self, stack: &Stack) -> usize {
         let before = self.pending.len();
         self.pending.retain(|d| {
             stack
@@ -241,9 +248,22 @@ impl<'a> Convergence<'a> {
             self.last_progress = Instant::now();
         }
         if self.pending.is_empty() && self.done_after.is_none() {
-            self.done_after = Some(started.elapsed());
+            self.done_after = Some(self.started.elapsed());
         }
         self.pending.len()
+    }
+
+    /// Print progress (`phase: k/N …`), at most once per `every`.
+    fn report(&mut self, phase: &str, every: Duration) {
+        if self.last_report.elapsed() > every {
+            println!(
+                "{phase}: {}/{} deals show their Sales Order after {:.0}s",
+                self.total - self.pending.len(),
+                self.total,
+                self.started.elapsed().as_secs_f64()
+            );
+            self.last_report = Instant::now();
+        }
     }
 }
 
@@ -365,8 +385,7 @@ async fn survive(faults: &[Fault]) {
         })
         .collect();
     let started = Instant::now();
-    let mut convergence = Convergence::new(&deals);
-    let mut last_report = Instant::now();
+    let mut convergence = Convergence::new(&deals, started);
     for d in &deals {
         stack.win_deal(&d.deal_id).expect("win");
     }
@@ -448,15 +467,8 @@ async fn survive(faults: &[Fault]) {
             }
         }
         *actions.entry(fault).or_default() += 1;
-        let missing = convergence.poll(&stack, started);
-        if last_report.elapsed() > Duration::from_secs(60) {
-            println!(
-                "under chaos: {}/{n} deals show their Sales Order after {:.0}s",
-                n - missing,
-                started.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
+        convergence.poll(&stack);
+        convergence.report("under chaos", Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..gap_ms))).await;
     }
     stack.erpnext.set_faults(FaultConfig::default());
@@ -495,18 +507,11 @@ async fn survive(faults: &[Fault]) {
     // The clock for a stall starts when the faults stop.
     convergence.last_progress = Instant::now();
     loop {
-        let missing = convergence.poll(&stack, started);
+        let missing = convergence.poll(&stack);
         if missing == 0 {
             break;
         }
-        if last_report.elapsed() > Duration::from_secs(30) {
-            println!(
-                "converging: {}/{n} deals show their Sales Order after {:.0}s",
-                n - missing,
-                started.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
+        convergence.report("converging", Duration::from_secs(30));
         if convergence.last_progress.elapsed() > stall {
             for svc in &services {
                 svc.print_log_tail(15);
