@@ -456,9 +456,7 @@ mod tests {
     /// captured `on_submit` body, plus the field we add.
     #[test]
     fn templates_carry_the_captured_fields_and_the_deal_id() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
-            "../../shared/contracts/erpnext/webhooks/webhook_create_sales_invoice_on_submit.json",
-        );
+        let path = shared::contracts::path("erpnext/webhooks/webhook_create_sales_invoice_on_submit.json");
         let captured: Value =
             serde_json::from_str(&std::fs::read_to_string(path).expect("contract")).expect("json");
         let captured_template = captured["request"]["body"]["webhook_json"]

@@ -22,7 +22,7 @@ const SECRET: &str = "test-client-secret";
 const FRAPPE_SECRET: &str = "sandbox-webhook-secret-acme-2026";
 
 fn contracts() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts")
+    shared::contracts::dir()
 }
 
 fn read_json(rel: &str) -> Value {

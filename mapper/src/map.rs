@@ -551,7 +551,6 @@ pub fn update_contact(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use serde_json::json;
     use shared::hubspot::ObjectType;
@@ -560,9 +559,7 @@ mod tests {
     use super::*;
 
     fn contract(path: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/contracts")
-            .join(path);
+        let p = shared::contracts::path(path);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 

@@ -99,9 +99,7 @@ mod tests {
     use super::*;
 
     fn contract(path: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/contracts")
-            .join(path);
+        let p = crate::contracts::path(path);
         std::fs::read_to_string(p).expect("contract file")
     }
 

@@ -15,6 +15,8 @@ pub mod budget;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(any(test, feature = "testkit"))]
+pub mod contracts;
 pub mod dedup;
 pub mod envelope;
 pub mod erpnext;

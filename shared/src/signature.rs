@@ -2,7 +2,7 @@
 //!
 //! Verification lives here (not in ingest) because the HubSpot simulator signs with the very same
 //! functions, and a test that signs and verifies with one implementation proves nothing: the
-//! contract vectors in `shared/contracts/hubspot/signatures` made with HubSpot's SDK pin it.
+//! contract vectors in `tests/contracts/hubspot/signatures` made with HubSpot's SDK pin it.
 //! Every comparison is constant-time.
 
 use base64::Engine as _;
@@ -263,7 +263,7 @@ mod tests {
     }
 
     fn contracts() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts")
+        crate::contracts::dir()
     }
 
     #[test]

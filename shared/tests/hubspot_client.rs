@@ -5,7 +5,6 @@
 //! crate.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,9 +29,7 @@ use url::Url;
 const TOKEN: &str = "pat-na1-secret-token";
 
 fn contract(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/contracts/hubspot/api")
-        .join(name);
+    let path = shared::contracts::path("hubspot/api").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).expect("contract file"))
         .expect("contract JSON")
 }

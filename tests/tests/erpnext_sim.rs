@@ -1,11 +1,11 @@
 //! Contract tests of the ERPNext simulator against the captures of a real Frappe 15.92 /
-//! ERPNext 15.92 site (`shared/contracts/erpnext`): every captured request is replayed against a
+//! ERPNext 15.92 site (`tests/contracts/erpnext`): every captured request is replayed against a
 //! simulator brought into the same state, and the answer must have the captured status and the
 //! captured body shape. Then fault injection, and webhooks (event rules, signatures, bytes).
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ const KEY: &str = "d9cc9a28606f973";
 const SECRET: &str = "test-secret-0000";
 
 fn contracts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts/erpnext")
+    shared::contracts::path("erpnext")
 }
 
 fn capture(file: &str) -> Value {

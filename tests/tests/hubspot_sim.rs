@@ -1,10 +1,10 @@
 //! Contract tests of the HubSpot simulator: each response example in
-//! `shared/contracts/hubspot/api` is reproduced by driving the simulator into the same situation
+//! `tests/contracts/hubspot/api` is reproduced by driving the simulator into the same situation
 //! (same status, same body shape), plus paging and the 10k cap, rate limiting, every fault mode,
 //! signed webhook delivery with retries, the admin API and the binary.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use shared::signature::{HUBSPOT_MAX_AGE_MS, V3Request, verify_hubspot_v3};
 const TOKEN: &str = "test-token";
 
 fn contracts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts")
+    shared::contracts::dir()
 }
 
 fn contract(name: &str) -> Value {

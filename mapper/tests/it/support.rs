@@ -451,9 +451,7 @@ pub fn deal_won(event_id: u64, deal_id: &str) -> HubSpotEvent {
 
 /// The body of a captured Frappe webhook delivery.
 pub fn captured_webhook(file: &str) -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/contracts/erpnext/webhooks")
-        .join(file);
+    let p = shared::contracts::path("erpnext/webhooks").join(file);
     let cap: Value =
         serde_json::from_str(&std::fs::read_to_string(&p).expect("capture")).expect("json");
     serde_json::from_str(cap["request"]["body_raw"].as_str().expect("body_raw")).expect("body")

@@ -303,14 +303,11 @@ fn truncate_chars(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
 
     fn contract(name: &str) -> (u16, Vec<u8>) {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/contracts/erpnext")
-            .join(name);
+        let p = crate::contracts::path("erpnext").join(name);
         let raw = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let v: Value = serde_json::from_str(&raw).expect("contract json");
         let status = v["response"]["status"].as_u64().expect("status") as u16;

@@ -168,14 +168,11 @@ impl HubSpotError {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
 
     fn contract(name: &str) -> Vec<u8> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/contracts/hubspot/api")
-            .join(name);
+        let path = crate::contracts::path("hubspot/api").join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 

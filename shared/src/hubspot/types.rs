@@ -591,14 +591,12 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     use super::*;
 
     fn contract(name: &str) -> String {
-        let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/contracts/hubspot/api")
-            .join(name);
+        let path: PathBuf = crate::contracts::path("hubspot/api").join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 

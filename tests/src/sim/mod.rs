@@ -1,4 +1,4 @@
-//! Simulators of the two external systems, faithful to `shared/contracts` (DESIGN §10).
+//! Simulators of the two external systems, faithful to `tests/contracts` (DESIGN §10).
 
 pub mod erpnext;
 pub mod faults;

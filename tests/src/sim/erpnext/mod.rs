@@ -1,5 +1,5 @@
 //! A stateful, in-memory ERPNext (Frappe 15.92 / ERPNext 15.92) for tests, faithful to the
-//! captures in `shared/contracts/erpnext` (status codes, error bodies, naming, statuses, webhooks).
+//! captures in `tests/contracts/erpnext` (status codes, error bodies, naming, statuses, webhooks).
 //!
 //! Layout:
 //! * `config`: credentials, company defaults, seeded master data, faults;

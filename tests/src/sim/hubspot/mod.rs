@@ -1,4 +1,4 @@
-//! A stateful, in-memory HubSpot portal faithful to `shared/contracts/hubspot`: the CRM objects,
+//! A stateful, in-memory HubSpot portal faithful to `tests/contracts/hubspot`: the CRM objects,
 //! search, associations v4, properties and pipelines endpoints with HubSpot's status codes and
 //! error bodies; per-token rate limits with 429s; signed webhook batches with retries; seeded
 //! fault injection; and a `/_sim/` admin API. Tests start it in-process on port 0
