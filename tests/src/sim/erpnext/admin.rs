@@ -1,7 +1,7 @@
 //! The simulator's own control surface under `/_sim/` (no auth, never fault-injected): reset and
-//! seed state, read documents and call counters, set faults, and play the ERPNext user who
-//! invoices an order, records a payment or lets an invoice go overdue — each of which fires the
-//! same webhooks the real site does.
+//! seed state, set a naming series' counter, read documents and call counters, set faults, and
+//! play the ERPNext user who invoices an order, records a payment or lets an invoice go overdue —
+//! each of which fires the same webhooks the real site does.
 
 use std::sync::Arc;
 
@@ -109,6 +109,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/_sim/calls/reset", post(reset_calls))
         .route("/_sim/faults", get(faults).put(set_faults))
         .route("/_sim/denied-doctypes", put(set_denied))
+        .route("/_sim/series", put(set_series))
         .route("/_sim/sales-orders/{name}/invoice", post(invoice))
         .route("/_sim/invoices/{name}/pay", post(pay))
         .route(
@@ -200,6 +201,23 @@ async fn set_denied(
         .map_err(|e| FrappeError::validation(format!("expected a list of doctypes: {e}")))?;
     shared.site().config.denied_doctypes = list.clone();
     Ok(ok(json!({"denied_doctypes": list})))
+}
+
+#[derive(Deserialize)]
+struct SeriesBody {
+    prefix: String,
+    current: u64,
+}
+
+/// `{"prefix": "SAL-ORD-2026-", "current": 47}`: the next name of the series is `...-00048`.
+async fn set_series(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Response, FrappeError> {
+    let b: SeriesBody = serde_json::from_slice(&body)
+        .map_err(|e| FrappeError::validation(format!("expected {{prefix, current}}: {e}")))?;
+    shared.site().set_series(&b.prefix, b.current);
+    Ok(ok(json!({"prefix": b.prefix, "current": b.current})))
 }
 
 async fn invoice(

@@ -40,6 +40,14 @@ pub struct ErpNextSimConfig {
     pub currencies: Vec<String>,
     pub modes_of_payment: Vec<String>,
     pub tax_templates: Vec<SeedTaxTemplate>,
+    /// The company's chart of accounts as far as the integration touches it: the receivable
+    /// accounts (`Debtors - ATL` in the company currency, one per foreign currency), income,
+    /// cost of goods sold, cash and the tax account. Each is named `<account_name> - <abbr>`.
+    pub accounts: Vec<SeedAccount>,
+    /// Currency Exchange records (`for_selling`) into the company currency: currency → rate,
+    /// dated the day the site starts. A transaction in a currency without one is refused, as
+    /// on a site that cannot reach an exchange-rate API.
+    pub exchange_rates: BTreeMap<String, f64>,
     /// Create the custom fields of the captured site (`Customer.hubspot_company_id` unique,
     /// `Contact.hubspot_contact_id`, `Sales Order.hubspot_deal_id` unique). Off to test a setup
     /// command that creates them.
@@ -163,7 +171,21 @@ impl Default for ErpNextSimConfig {
                 name: "US Sales Tax - ATL".into(),
                 account_head: "Sales Tax - ATL".into(),
                 rate: 8.0,
+                description: Some("US Sales Tax 8%".into()),
             }],
+            accounts: vec![
+                SeedAccount::new("Debtors", "Receivable", "Asset", None),
+                SeedAccount::new("Debtors EUR", "Receivable", "Asset", Some("EUR")),
+                SeedAccount::new("Debtors GBP", "Receivable", "Asset", Some("GBP")),
+                SeedAccount::new("Sales", "Income Account", "Income", None),
+                SeedAccount::new("Cost of Goods Sold", "Cost of Goods Sold", "Expense", None),
+                SeedAccount::new("Cash", "Cash", "Asset", None),
+                SeedAccount::new("Sales Tax", "Tax", "Liability", None),
+            ],
+            // EUR as on the captured site (`conversion_rate` 1.08); GBP chosen.
+            exchange_rates: [("EUR".to_string(), 1.08), ("GBP".to_string(), 1.27)]
+                .into_iter()
+                .collect(),
             seed_custom_fields: true,
             denied_doctypes: Vec::new(),
             faults: FaultConfig::default(),
@@ -257,6 +279,35 @@ pub struct SeedPriceList {
 #[serde(deny_unknown_fields)]
 pub struct SeedTaxTemplate {
     pub name: String,
+    /// An Account of the company; seeded as a Tax account when `accounts` lacks it.
     pub account_head: String,
     pub rate: f64,
+    /// The row's description; defaults to the account head.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// An Account (`<account_name> - <abbr>`), a leaf of the company's chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedAccount {
+    pub account_name: String,
+    /// `Receivable`, `Income Account`, `Cash`, `Tax`...
+    pub account_type: String,
+    /// `Asset`, `Liability`, `Income`, `Expense`.
+    pub root_type: String,
+    /// Defaults to the company currency.
+    #[serde(default)]
+    pub account_currency: Option<String>,
+}
+
+impl SeedAccount {
+    fn new(name: &str, account_type: &str, root_type: &str, currency: Option<&str>) -> Self {
+        Self {
+            account_name: name.into(),
+            account_type: account_type.into(),
+            root_type: root_type.into(),
+            account_currency: currency.map(str::to_string),
+        }
+    }
 }

@@ -9,11 +9,16 @@
 
 use serde_json::{Map, Value, json};
 
+use super::accounts;
 use super::doctypes::{str_of, truthy};
 use super::documents::{Txn, db_set};
 use super::errors::FrappeError;
+use super::money;
+pub use super::money::round2;
+use super::pricing::{self, PriceContext};
 use super::pyjson::float_repr;
 use super::state::{Doc, Site, parse_date};
+use super::taxes;
 use super::words::money_in_words;
 
 pub fn s(doc: &Map<String, Value>, k: &str) -> String {
@@ -36,10 +41,6 @@ fn set_if_empty(doc: &mut Map<String, Value>, k: &str, v: impl Into<Value>) {
     if str_of(doc, k).is_none() {
         set(doc, k, v);
     }
-}
-
-pub fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 pub fn take_rows(doc: &mut Doc, table: &str) -> Vec<Map<String, Value>> {
@@ -101,7 +102,28 @@ fn append_number_if_exists(site: &Site, doctype: &str, value: &str) -> String {
     format!("{value}-{}", last + 1)
 }
 
+/// `_set_amended_name` with the default "Amend Counter" rule: the first amendment of
+/// `SAL-ORD-2026-00001` is `SAL-ORD-2026-00001-1`, an amendment of that one `...-2`.
+fn amended_name(site: &Site, doctype: &str, from: &str) -> String {
+    let from_is_amendment = site
+        .get(doctype, from)
+        .and_then(|d| str_of(d, "amended_from"))
+        .is_some();
+    if from_is_amendment && let Some((prefix, n)) = from.rsplit_once('-') {
+        let n: u64 = n.trim().parse().unwrap_or(0);
+        return format!("{prefix}-{}", n + 1);
+    }
+    format!("{from}-1")
+}
+
 pub fn autoname(site: &Site, doctype: &str, doc: &Doc) -> Result<Naming, FrappeError> {
+    let submittable = site.reg.get(doctype).is_some_and(|m| m.submittable);
+    if submittable && let Some(from) = str_of(doc, "amended_from") {
+        return Ok(Naming::plain(amended_name(site, doctype, &from)));
+    }
+    if site.reg.get(doctype).is_some_and(|m| m.single) {
+        return Ok(Naming::plain(doctype.to_string()));
+    }
     let series = |field: &str| {
         let series = str_of(doc, "naming_series").unwrap_or_default();
         let date = str_of(doc, field);
@@ -166,10 +188,40 @@ pub fn autoname(site: &Site, doctype: &str, doc: &Doc) -> Result<Naming, FrappeE
         "Sales Invoice" | "Payment Entry" => series("posting_date"),
         "Item" => Naming::plain(s(doc, "item_code")),
         "Custom Field" => Naming::plain(format!("{}-{}", s(doc, "dt"), s(doc, "fieldname"))),
+        // `autoname: prompt`: the name must come with the request
+        // (`live-findings/webhook_create_without_name.json`).
         "Webhook" => match str_of(doc, "name") {
             Some(n) => Naming::plain(n),
-            None => return Err(FrappeError::validation("Name not set via prompt")),
+            None => return Err(FrappeError::validation("Please set the document name")),
         },
+        // `get_account_autoname`: `[<number> - ]<account_name> - <company abbr>`.
+        "Account" => {
+            let abbr = site
+                .get("Company", &s(doc, "company"))
+                .map(|c| s(c, "abbr"))
+                .unwrap_or_else(|| site.config.company_abbr.clone());
+            let name = match str_of(doc, "account_number") {
+                Some(n) => format!("{n} - {}", s(doc, "account_name").trim()),
+                None => s(doc, "account_name").trim().to_string(),
+            };
+            Naming::plain(format!("{name} - {abbr}"))
+        }
+        "Currency Exchange" => {
+            let purpose = match (
+                truthy(doc.get("for_buying")),
+                truthy(doc.get("for_selling")),
+            ) {
+                (true, false) => "-Buying",
+                (false, true) => "-Selling",
+                _ => "",
+            };
+            Naming::plain(format!(
+                "{}-{}-{}{purpose}",
+                s(doc, "date"),
+                s(doc, "from_currency"),
+                s(doc, "to_currency")
+            ))
+        }
         "Company" => Naming::plain(s(doc, "company_name")),
         "Customer Group" => Naming::plain(s(doc, "customer_group_name")),
         "Territory" => Naming::plain(s(doc, "territory_name")),
@@ -200,8 +252,10 @@ pub fn validate(site: &mut Site, doctype: &str, doc: &mut Doc) -> Result<(), Fra
             Ok(())
         }
         "Item Price" => validate_item_price(site, doc),
-        "Sales Order" => validate_selling(site, doc, false),
-        "Sales Invoice" => validate_selling(site, doc, true),
+        "Customer" => accounts::validate_customer_accounts(site, doc),
+        "Sales Order" => validate_selling(site, doc, false, Pass::Validate),
+        "Sales Invoice" => validate_selling(site, doc, true, Pass::Validate),
+        "Accounts Settings" => validate_accounts_settings(doc),
         "Payment Entry" => validate_payment_entry(site, doc),
         "Webhook" => validate_webhook(site, doc),
         "Custom Field" => validate_custom_field(site, doc),
@@ -348,15 +402,75 @@ fn address_display(a: &Doc) -> String {
     out
 }
 
-fn item_price(site: &Site, item_code: &str, price_list: &str) -> Option<f64> {
-    site.all("Item Price")
-        .filter(|p| s(p, "item_code") == item_code && s(p, "price_list") == price_list)
-        .map(|p| fl(p, "price_list_rate"))
-        .next()
+/// How `validate_selling` was reached: `Validate` inside insert/save, `Mapping` from
+/// `make_sales_invoice` (`set_missing_values(for_validate=False)`, which also fills taxes from
+/// the template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Validate,
+    Mapping,
 }
 
-/// Sales Order / Sales Invoice `validate`: party and item details, totals, taxes, schedule.
-fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(), FrappeError> {
+/// `set_price_list_currency`: the price list's currency and both exchange rates into the
+/// company currency, fetched only when the document does not carry them.
+fn set_currencies(
+    site: &Site,
+    doc: &mut Doc,
+    date: &str,
+    company_currency: &str,
+) -> Result<PriceContext, FrappeError> {
+    let price_list = s(doc, "selling_price_list");
+    let pl_currency = site
+        .get("Price List", &price_list)
+        .and_then(|p| str_of(p, "currency"))
+        .unwrap_or_else(|| company_currency.to_string());
+    set(doc, "price_list_currency", pl_currency.clone());
+    if pl_currency == company_currency {
+        set(doc, "plc_conversion_rate", 1.0);
+    } else if fl(doc, "plc_conversion_rate") == 0.0 {
+        let rate = accounts::exchange_rate(site, &pl_currency, company_currency, date);
+        set(doc, "plc_conversion_rate", rate);
+    }
+    if str_of(doc, "currency").is_none() {
+        set(doc, "currency", pl_currency.clone());
+        set(doc, "conversion_rate", fl(doc, "plc_conversion_rate"));
+    } else if s(doc, "currency") == company_currency {
+        set(doc, "conversion_rate", 1.0);
+    } else if fl(doc, "conversion_rate") == 0.0 {
+        let rate = accounts::exchange_rate(site, &s(doc, "currency"), company_currency, date);
+        set(doc, "conversion_rate", rate);
+    }
+    let currency = s(doc, "currency");
+    accounts::require_rate(
+        fl(doc, "conversion_rate"),
+        "Exchange Rate",
+        &currency,
+        company_currency,
+    )?;
+    accounts::require_rate(
+        fl(doc, "plc_conversion_rate"),
+        "Price List Exchange Rate",
+        &pl_currency,
+        company_currency,
+    )?;
+    Ok(PriceContext {
+        price_list,
+        price_list_currency: pl_currency,
+        currency,
+        conversion_rate: fl(doc, "conversion_rate"),
+        plc_conversion_rate: fl(doc, "plc_conversion_rate"),
+        date: date.to_string(),
+    })
+}
+
+/// Sales Order / Sales Invoice `validate`: party and item details, prices, totals in both
+/// currencies, taxes, the receivable account and its currency, the payment schedule.
+fn validate_selling(
+    site: &mut Site,
+    doc: &mut Doc,
+    invoice: bool,
+    pass: Pass,
+) -> Result<(), FrappeError> {
     let cfg = site.config.clone();
     let date_field = if invoice {
         "posting_date"
@@ -364,6 +478,8 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
         "transaction_date"
     };
     set_if_empty(doc, date_field, site.today());
+    set_if_empty(doc, "company", cfg.company.clone());
+    let company_currency = accounts::company_currency(site, &s(doc, "company"));
     if let Some(customer) = str_of(doc, "customer") {
         let c = site
             .get("Customer", &customer)
@@ -376,6 +492,12 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
                 set_if_empty(doc, f, v);
             }
         }
+        // `_get_party_details`: the billing currency, else the company's.
+        set_if_empty(
+            doc,
+            "currency",
+            str_of(&c, "default_currency").unwrap_or_else(|| company_currency.clone()),
+        );
         match str_of(doc, "customer_address").and_then(|a| site.get("Address", &a).cloned()) {
             Some(a) => set_if_empty(doc, "address_display", address_display(&a)),
             None => {
@@ -386,17 +508,17 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
             }
         }
     }
-    set_if_empty(doc, "company", cfg.company.clone());
     set_if_empty(doc, "selling_price_list", "Standard Selling");
-    let pl_currency = site
-        .get("Price List", &s(doc, "selling_price_list"))
-        .and_then(|p| str_of(p, "currency"))
-        .unwrap_or_else(|| cfg.currency.clone());
-    set_if_empty(doc, "currency", pl_currency.clone());
-    set_if_empty(doc, "price_list_currency", pl_currency);
-    let currency = s(doc, "currency");
     let date = s(doc, date_field);
-    let price_list = s(doc, "selling_price_list");
+    let ctx = set_currencies(site, doc, &date, &company_currency)?;
+    let currency = ctx.currency.clone();
+    let conversion = ctx.conversion_rate;
+    if invoice && str_of(doc, "debit_to").is_none() {
+        // `SalesInvoice.set_missing_values`.
+        let account = accounts::party_account(site, &s(doc, "customer"), &s(doc, "company"))
+            .unwrap_or_else(|| site.company_name_of("Debtors"));
+        set(doc, "debit_to", account);
+    }
     let warehouse = str_of(doc, "set_warehouse").unwrap_or_else(|| site.company_name_of("Stores"));
     let mut items = take_rows(doc, "items");
     for (i, row) in items.iter_mut().enumerate() {
@@ -428,24 +550,10 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
         set_if_empty(row, "cost_center", site.company_name_of("Main"));
         let cf = fl(row, "conversion_factor");
         let qty = fl(row, "qty");
-        if fl(row, "price_list_rate") == 0.0
-            && let Some(p) = item_price(site, &code, &price_list)
-        {
-            set(row, "price_list_rate", p);
-        }
-        let plr = fl(row, "price_list_rate");
-        if fl(row, "rate") == 0.0 && plr > 0.0 {
-            set(
-                row,
-                "rate",
-                round2(plr * (1.0 - fl(row, "discount_percentage") / 100.0)),
-            );
-        }
+        pricing::price_row(site, row, &ctx);
         let rate = fl(row, "rate");
-        if plr > rate {
-            set(row, "discount_amount", round2(plr - rate));
-        }
         let amount = round2(qty * rate);
+        let base_amount = round2(amount * conversion);
         let stock_qty = qty * cf;
         let stock = if stock_item {
             fl(&item, "opening_stock")
@@ -453,14 +561,12 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
             0.0
         };
         for (k, v) in [
-            ("base_price_list_rate", plr),
-            ("base_rate", rate),
             ("amount", amount),
-            ("base_amount", amount),
+            ("base_amount", base_amount),
             ("net_rate", rate),
             ("net_amount", amount),
-            ("base_net_rate", rate),
-            ("base_net_amount", amount),
+            ("base_net_rate", fl(row, "base_rate")),
+            ("base_net_amount", base_amount),
             ("stock_qty", stock_qty),
             ("stock_uom_rate", if cf == 0.0 { rate } else { rate / cf }),
             ("actual_qty", stock),
@@ -499,99 +605,83 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
         });
     }
     let net_total = round2(items.iter().map(|r| fl(r, "amount")).sum());
+    let base_net_total = round2(items.iter().map(|r| fl(r, "base_amount")).sum());
     let total_qty: f64 = items.iter().map(|r| fl(r, "qty")).sum();
     let income_accounts: Vec<String> = items
         .iter()
         .filter_map(|r| str_of(r, "income_account"))
         .collect();
-    put_rows(doc, "items", items);
-    // Taxes: a template fills the table once; rows are then computed on the net total.
-    let mut taxes = take_rows(doc, "taxes");
-    if taxes.is_empty()
-        && let Some(tpl) = str_of(doc, "taxes_and_charges")
-            .and_then(|t| site.get("Sales Taxes and Charges Template", &t).cloned())
+    // Taxes: rows the client sent, else the template's when ERPNext adds them (see `taxes`).
+    let mut rows = take_rows(doc, "taxes");
+    if rows.is_empty()
+        && (pass == Pass::Mapping || taxes::added_on_validate(site))
+        && let Some(template) = str_of(doc, "taxes_and_charges")
     {
-        for (i, row) in tpl
-            .get("taxes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            if let Some(row) = row.as_object() {
-                let mut r = Map::new();
-                for k in [
-                    "charge_type",
-                    "account_head",
-                    "description",
-                    "rate",
-                    "included_in_print_rate",
-                ] {
-                    if let Some(v) = row.get(k) {
-                        r.insert(k.into(), v.clone());
-                    }
-                }
-                set(&mut r, "idx", i as i64 + 1);
-                taxes.push(r);
-            }
-        }
+        rows = taxes::template_rows(site, &template).unwrap_or_default();
     }
-    let mut running = net_total;
-    for row in taxes.iter_mut() {
-        let amount = if s(row, "charge_type") == "Actual" {
-            fl(row, "tax_amount")
-        } else {
-            round2(net_total * fl(row, "rate") / 100.0)
-        };
-        running = round2(running + amount);
-        set_if_empty(row, "charge_type", "On Net Total");
-        set_if_empty(row, "cost_center", site.company_name_of("Main"));
-        set(row, "account_currency", currency.clone());
-        for (k, v) in [
-            ("tax_amount", amount),
-            ("base_tax_amount", amount),
-            ("tax_amount_after_discount_amount", amount),
-            ("base_tax_amount_after_discount_amount", amount),
-            ("total", running),
-            ("base_total", running),
-        ] {
-            set(row, k, v);
-        }
+    for (i, row) in rows.iter_mut().enumerate() {
+        set(row, "idx", i as i64 + 1);
     }
-    let taxes_total = round2(running - net_total);
-    let tax_rows_present = !taxes.is_empty();
-    put_rows(doc, "taxes", taxes);
-    if !tax_rows_present {
-        // keep an empty table
-        doc.insert("taxes".into(), json!([]));
-    }
-    let grand_total = round2(net_total + taxes_total);
-    let rounded = if truthy(doc.get("disable_rounded_total")) {
-        grand_total
+    let grand_total = round2(taxes::compute(
+        site, &mut rows, &items, net_total, conversion,
+    ));
+    let has_taxes = !rows.is_empty();
+    put_rows(doc, "items", items);
+    put_rows(doc, "taxes", rows);
+    let taxes_total = if has_taxes {
+        round2(grand_total - net_total)
     } else {
-        grand_total.round()
+        0.0
     };
-    let words = money_in_words(rounded, &currency);
+    let base_grand_total = if taxes_total != 0.0 {
+        round2(grand_total * conversion)
+    } else {
+        base_net_total
+    };
+    let rounding_disabled = truthy(doc.get("disable_rounded_total"));
+    let rounded = if rounding_disabled {
+        0.0
+    } else {
+        money::rounded_total(grand_total, &currency)
+    };
+    let adjustment = if rounding_disabled {
+        0.0
+    } else {
+        round2(rounded - grand_total)
+    };
+    let base_rounded = round2(rounded * conversion);
+    let (to_pay, base_to_pay) = if rounding_disabled {
+        (grand_total, base_grand_total)
+    } else {
+        (rounded, base_rounded)
+    };
     for (k, v) in [
         ("total_qty", total_qty),
         ("total", net_total),
-        ("base_total", net_total),
+        ("base_total", base_net_total),
         ("net_total", net_total),
-        ("base_net_total", net_total),
+        ("base_net_total", base_net_total),
         ("total_taxes_and_charges", taxes_total),
-        ("base_total_taxes_and_charges", taxes_total),
+        (
+            "base_total_taxes_and_charges",
+            round2(taxes_total * conversion),
+        ),
         ("grand_total", grand_total),
-        ("base_grand_total", grand_total),
+        ("base_grand_total", base_grand_total),
         ("rounded_total", rounded),
-        ("base_rounded_total", rounded),
-        ("rounding_adjustment", round2(rounded - grand_total)),
-        ("base_rounding_adjustment", round2(rounded - grand_total)),
-        ("amount_eligible_for_commission", net_total),
+        ("base_rounded_total", base_rounded),
+        ("rounding_adjustment", adjustment),
+        ("base_rounding_adjustment", round2(adjustment * conversion)),
+        ("amount_eligible_for_commission", base_net_total),
     ] {
         set(doc, k, v);
     }
-    set(doc, "in_words", words.clone());
-    set(doc, "base_in_words", words);
+    set(doc, "in_words", money_in_words(to_pay, &currency));
+    set(
+        doc,
+        "base_in_words",
+        money_in_words(base_to_pay, &company_currency),
+    );
     if invoice {
         set_if_empty(doc, "posting_time", site.clock_time());
         set_if_empty(doc, "due_date", s(doc, "posting_date"));
@@ -600,26 +690,27 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
                 "Due Date cannot be before Posting Date",
             ));
         }
-        set_if_empty(doc, "debit_to", site.company_name_of("Debtors"));
-        set(doc, "party_account_currency", currency.clone());
+        // `validate_debit_to_acc`.
+        let party_currency = accounts::account_currency(site, &s(doc, "debit_to"))
+            .unwrap_or_else(|| company_currency.clone());
+        set(doc, "party_account_currency", party_currency.clone());
         let mut accounts = income_accounts;
         accounts.dedup();
         set(doc, "against_income_account", accounts.join(","));
         set(doc, "title", s(doc, "customer_name"));
         if fl(doc, "docstatus") == 0.0 {
-            set(doc, "outstanding_amount", rounded);
+            // `calculate_outstanding_amount`, in the party account's currency.
+            let outstanding = if party_currency == currency {
+                to_pay
+            } else {
+                base_to_pay
+            };
+            set(doc, "outstanding_amount", outstanding);
             set(doc, "status", "Draft");
         }
         if doc.get("po_no").is_none_or(Value::is_null) {
             set(doc, "po_no", "");
         }
-    } else {
-        validate_delivery_date(doc)?;
-        if fl(doc, "docstatus") == 0.0 {
-            set(doc, "status", "Draft");
-        }
-        set_if_empty(doc, "delivery_status", "Not Delivered");
-        set_if_empty(doc, "billing_status", "Not Billed");
     }
     let schedule_date = if invoice {
         s(doc, "due_date")
@@ -635,17 +726,32 @@ fn validate_selling(site: &mut Site, doc: &mut Doc, invoice: bool) -> Result<(),
         schedule.push(row);
     }
     for row in schedule.iter_mut() {
-        let amount = round2(rounded * fl(row, "invoice_portion") / 100.0);
-        for k in [
-            "payment_amount",
-            "outstanding",
-            "base_payment_amount",
-            "base_outstanding",
+        let portion = fl(row, "invoice_portion") / 100.0;
+        let (amount, base) = (round2(to_pay * portion), round2(base_to_pay * portion));
+        for (k, v) in [
+            ("payment_amount", amount),
+            ("outstanding", amount),
+            ("base_payment_amount", base),
+            ("base_outstanding", base),
         ] {
-            set(row, k, amount);
+            set(row, k, v);
         }
     }
     put_rows(doc, "payment_schedule", schedule);
+    if pass == Pass::Validate {
+        accounts::validate_currency(site, doc)?;
+        if invoice {
+            accounts::validate_party_account_currency(site, doc)?;
+        }
+    }
+    if !invoice {
+        validate_delivery_date(doc)?;
+        if fl(doc, "docstatus") == 0.0 {
+            set(doc, "status", "Draft");
+        }
+        set_if_empty(doc, "delivery_status", "Not Delivered");
+        set_if_empty(doc, "billing_status", "Not Billed");
+    }
     Ok(())
 }
 
@@ -779,15 +885,25 @@ fn validate_payment_entry(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeEr
     }
     let allocated_total = round2(allocated_total);
     put_rows(doc, "references", refs.clone());
+    if fl(doc, "source_exchange_rate") == 0.0 {
+        set(doc, "source_exchange_rate", 1.0);
+    }
+    if fl(doc, "target_exchange_rate") == 0.0 {
+        set(doc, "target_exchange_rate", 1.0);
+    }
+    let source_rate = fl(doc, "source_exchange_rate");
     for (k, v) in [
-        ("base_paid_amount", paid),
+        ("base_paid_amount", round2(paid * source_rate)),
         ("paid_amount_after_tax", paid),
         ("base_paid_amount_after_tax", paid),
         ("base_received_amount", fl(doc, "received_amount")),
         ("received_amount_after_tax", fl(doc, "received_amount")),
         ("base_received_amount_after_tax", fl(doc, "received_amount")),
         ("total_allocated_amount", allocated_total),
-        ("base_total_allocated_amount", allocated_total),
+        (
+            "base_total_allocated_amount",
+            round2(allocated_total * source_rate),
+        ),
         ("unallocated_amount", round2(paid - allocated_total)),
     ] {
         set(doc, k, v);
@@ -827,7 +943,8 @@ fn validate_payment_entry(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeEr
     Ok(())
 }
 
-const DOC_EVENTS: [&str; 8] = [
+/// The options of `Webhook.webhook_docevent`.
+const DOC_EVENTS: [&str; 7] = [
     "after_insert",
     "on_update",
     "on_submit",
@@ -835,7 +952,6 @@ const DOC_EVENTS: [&str; 8] = [
     "on_trash",
     "on_update_after_submit",
     "on_change",
-    "before_insert",
 ];
 
 fn validate_webhook(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeError> {
@@ -876,7 +992,11 @@ fn validate_custom_field(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeErr
     }
     let dt = s(doc, "dt");
     let fieldname = s(doc, "fieldname");
-    if let Some(meta) = site.reg.get(&dt)
+    // Only for a new field (`custom_field.py`: `if self.is_new() and …`): an update of an
+    // existing Custom Field finds its own field in the meta.
+    let is_new = truthy(doc.get("__islocal"));
+    if is_new
+        && let Some(meta) = site.reg.get(&dt)
         && (meta.field(&fieldname).is_some() || meta.table(&fieldname).is_some())
     {
         return Err(FrappeError::validation(format!(
@@ -903,24 +1023,55 @@ pub fn sales_order_status(doc: &Doc) -> &'static str {
     }
 }
 
-/// Sales Invoice status from its outstanding amount (Overdue sticks until paid).
+/// `get_total_in_party_account_currency`: the rounded total (the grand total when rounding is
+/// off), in the company currency when the receivable account is not in the invoice's.
+fn total_in_party_account_currency(doc: &Doc) -> f64 {
+    let field = if truthy(doc.get("disable_rounded_total")) {
+        "grand_total"
+    } else {
+        "rounded_total"
+    };
+    let field = if s(doc, "party_account_currency") != s(doc, "currency") {
+        format!("base_{field}")
+    } else {
+        field.to_string()
+    };
+    round2(fl(doc, &field))
+}
+
+/// `SalesInvoice.set_status`: Partly Paid only when `0 < outstanding < total`, both in the
+/// party account's currency and precision (a fresh invoice with cents is Unpaid); Overdue
+/// sticks until paid.
 pub fn sales_invoice_status(doc: &Doc) -> &'static str {
     match fl(doc, "docstatus") as i64 {
         0 => return "Draft",
         2 => return "Cancelled",
         _ => {}
     }
-    let outstanding = fl(doc, "outstanding_amount");
-    let grand = fl(doc, "rounded_total").max(fl(doc, "grand_total"));
+    let outstanding = round2(fl(doc, "outstanding_amount"));
+    let total = total_in_party_account_currency(doc);
     if outstanding <= 0.0 {
         "Paid"
     } else if s(doc, "status") == "Overdue" {
         "Overdue"
-    } else if outstanding < grand {
+    } else if outstanding < total {
         "Partly Paid"
     } else {
         "Unpaid"
     }
+}
+
+/// `AccountsSettings.validate_auto_tax_settings`.
+fn validate_accounts_settings(doc: &mut Doc) -> Result<(), FrappeError> {
+    if truthy(doc.get("add_taxes_from_item_tax_template"))
+        && truthy(doc.get("add_taxes_from_taxes_and_charges_template"))
+    {
+        return Err(FrappeError::erpnext_validation(
+            "You cannot enable both the settings '<strong>Automatically Add Taxes and Charges from Item Tax Template</strong>' and '<strong>Automatically Add Taxes from Taxes and Charges Template</strong>'.",
+        )
+        .titled("Auto Tax Settings Error"));
+    }
+    Ok(())
 }
 
 /// Statuses set while submitting (before the document is stored).
@@ -1132,6 +1283,7 @@ pub fn make_sales_invoice(site: &mut Site, source_name: &str) -> Result<Doc, Fra
         "currency",
         "selling_price_list",
         "price_list_currency",
+        "set_warehouse",
         "customer_address",
         "address_display",
         "territory",
@@ -1220,7 +1372,33 @@ pub fn make_sales_invoice(site: &mut Site, source_name: &str) -> Result<Doc, Fra
         ));
     }
     put_rows(&mut si, "items", items);
-    validate_selling(site, &mut si, true)?;
+    // The order's tax rows are mapped; without any, `set_missing_values` takes the template's.
+    let taxes: Vec<Map<String, Value>> = so
+        .get("taxes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .map(|r| {
+            let mut r = r.clone();
+            for k in [
+                "name",
+                "owner",
+                "creation",
+                "modified",
+                "modified_by",
+                "docstatus",
+                "parent",
+                "parentfield",
+                "parenttype",
+            ] {
+                r.remove(k);
+            }
+            r
+        })
+        .collect();
+    put_rows(&mut si, "taxes", taxes);
+    validate_selling(site, &mut si, true, Pass::Mapping)?;
     let mut items = take_rows(&mut si, "items");
     for (i, row) in items.iter_mut().enumerate() {
         row.insert("owner".into(), json!(site.config.user));
@@ -1273,6 +1451,14 @@ pub fn get_payment_entry(site: &mut Site, dt: &str, dn: &str) -> Result<Doc, Fra
     let mut pe = site.blank("Payment Entry", "");
     let today = site.today();
     let cfg = site.config.clone();
+    // Paid from the receivable account in its currency, received in the company's (cash).
+    let party_currency = str_of(&si, "party_account_currency").unwrap_or(cfg.currency.clone());
+    let source_rate = if party_currency == cfg.currency {
+        1.0
+    } else {
+        fl(&si, "conversion_rate")
+    };
+    let base = round2(outstanding * source_rate);
     for (k, v) in [
         ("posting_date", json!(today)),
         ("company", json!(s(&si, "company"))),
@@ -1280,16 +1466,18 @@ pub fn get_payment_entry(site: &mut Site, dt: &str, dn: &str) -> Result<Doc, Fra
         ("party_name", json!(s(&si, "customer_name"))),
         ("paid_from", json!(s(&si, "debit_to"))),
         ("paid_from_account_type", json!("Receivable")),
-        ("paid_from_account_currency", json!(s(&si, "currency"))),
+        ("paid_from_account_currency", json!(party_currency)),
         ("paid_to", json!(site.company_name_of("Cash"))),
         ("paid_to_account_type", json!("Cash")),
         ("paid_to_account_currency", json!(cfg.currency)),
+        ("source_exchange_rate", json!(source_rate)),
+        ("target_exchange_rate", json!(1.0)),
         ("paid_amount", json!(outstanding)),
-        ("base_paid_amount", json!(outstanding)),
-        ("received_amount", json!(outstanding)),
-        ("base_received_amount", json!(outstanding)),
+        ("base_paid_amount", json!(base)),
+        ("received_amount", json!(base)),
+        ("base_received_amount", json!(base)),
         ("total_allocated_amount", json!(outstanding)),
-        ("base_total_allocated_amount", json!(outstanding)),
+        ("base_total_allocated_amount", json!(base)),
         ("reference_date", json!(today)),
     ] {
         pe.insert(k.into(), v);

@@ -28,7 +28,7 @@ pub const HEAD: [&str; 7] = [
     "docstatus",
     "idx",
 ];
-const CHILD_TAIL: [&str; 3] = ["parent", "parentfield", "parenttype"];
+pub const CHILD_TAIL: [&str; 3] = ["parent", "parentfield", "parenttype"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldMeta {
@@ -45,6 +45,8 @@ pub struct FieldMeta {
     pub password: bool,
     /// Added by a Custom Field document.
     pub custom: bool,
+    /// Frappe's `set_only_once`: fixed after insert (a Webhook's doctype and event).
+    pub set_only_once: bool,
 }
 
 impl FieldMeta {
@@ -59,6 +61,7 @@ impl FieldMeta {
             link: None,
             password: false,
             custom: false,
+            set_only_once: false,
         }
     }
 
@@ -99,6 +102,12 @@ pub struct DocTypeMeta {
     pub sort: (String, bool),
     /// Fields a new document sets to `null` explicitly, so the resource view shows them.
     pub keep_null: Vec<String>,
+    /// Fields without a default that a new document leaves unset (`None` in Python) until the
+    /// controller fills them, so "not sent" can be told from `0` (ERPNext fetches
+    /// `price_list_rate` and `conversion_rate` only when they are `None`).
+    pub unset: Vec<String>,
+    /// A single DocType (`Accounts Settings`): one document named after the doctype.
+    pub single: bool,
 }
 
 impl DocTypeMeta {
@@ -112,6 +121,8 @@ impl DocTypeMeta {
             open: false,
             sort: ("modified".into(), true),
             keep_null: Vec::new(),
+            unset: Vec::new(),
+            single: false,
         }
     }
 
@@ -157,11 +168,10 @@ struct SchemaEntry {
 }
 
 /// Child doctypes the captures only ever show empty; their rows are kept as given.
-const OPEN_CHILDREN: [&str; 12] = [
+const OPEN_CHILDREN: [&str; 11] = [
     "Sales Team",
     "Packed Item",
     "Pricing Rule Detail",
-    "Party Account",
     "Allowed To Transact With",
     "Customer Credit Limit",
     "Portal User",
@@ -231,6 +241,7 @@ impl Registry {
                 ("abbr", n.clone()),
                 ("default_currency", n.clone()),
                 ("country", n.clone()),
+                ("default_receivable_account", n.clone()),
             ],
         );
         for (dt, name_field, parent) in [
@@ -357,6 +368,7 @@ impl Registry {
                 ("included_in_print_rate", json!(0)),
                 ("included_in_paid_amount", json!(0)),
                 ("cost_center", n.clone()),
+                ("project", n.clone()),
                 ("rate", json!(0.0)),
                 ("account_currency", n.clone()),
                 ("tax_amount", json!(0.0)),
@@ -370,6 +382,61 @@ impl Registry {
             ],
         );
         taxes.is_child = true;
+        // ERPNext's account tree, leaves only (`<account_name> - <abbr>`).
+        self.simple(
+            "Account",
+            &[
+                ("account_name", n.clone()),
+                ("account_number", n.clone()),
+                ("is_group", json!(0)),
+                ("company", n.clone()),
+                ("root_type", n.clone()),
+                ("report_type", n.clone()),
+                ("account_currency", n.clone()),
+                ("parent_account", n.clone()),
+                ("account_type", n.clone()),
+                ("tax_rate", json!(0.0)),
+                ("freeze_account", json!("No")),
+                ("disabled", json!(0)),
+            ],
+        )
+        .sort = ("name".into(), false);
+        // A customer's receivable account per company (`Customer.accounts`).
+        let party_account = self.simple(
+            "Party Account",
+            &[
+                ("company", n.clone()),
+                ("account", n.clone()),
+                ("advance_account", n.clone()),
+            ],
+        );
+        party_account.is_child = true;
+        self.simple(
+            "Currency Exchange",
+            &[
+                ("date", n.clone()),
+                ("from_currency", n.clone()),
+                ("to_currency", n.clone()),
+                ("exchange_rate", json!(0.0)),
+                ("for_buying", json!(1)),
+                ("for_selling", json!(1)),
+            ],
+        );
+        // The setup wizard turns `auto_insert_price_list_rate_if_missing` on
+        // (`erpnext/setup/setup_wizard/operations/defaults_setup.py`).
+        self.simple(
+            "Stock Settings",
+            &[
+                ("auto_insert_price_list_rate_if_missing", json!(1)),
+                ("update_price_list_based_on", json!("Rate")),
+                ("update_existing_price_list_rate", json!(0)),
+            ],
+        )
+        .single = true;
+        // The site's time zone: `erp-writer setup` and `config check` compare it with
+        // `erpnext.time_zone` (naive `modified` times are in it).
+        self.simple("System Settings", &[("time_zone", n.clone())])
+            .single = true;
         let data = self.simple(
             "Webhook Data",
             &[("fieldname", n.clone()), ("key", n.clone())],
@@ -451,6 +518,31 @@ impl Registry {
         ] {
             if let Some(m) = self.doctypes.get_mut(child) {
                 m.is_child = true;
+            }
+        }
+        if let Some(m) = self.doctypes.get_mut("Accounts Settings") {
+            m.single = true;
+        }
+        for (dt, fields) in [
+            (
+                "Sales Order",
+                &["conversion_rate", "plc_conversion_rate"] as &[&str],
+            ),
+            ("Sales Invoice", &["conversion_rate", "plc_conversion_rate"]),
+            ("Sales Order Item", &["price_list_rate"]),
+            ("Sales Invoice Item", &["price_list_rate"]),
+        ] {
+            if let Some(m) = self.doctypes.get_mut(dt) {
+                m.unset = fields.iter().map(|f| f.to_string()).collect();
+            }
+        }
+        for f in ["webhook_doctype", "webhook_docevent"] {
+            if let Some(field) = self
+                .doctypes
+                .get_mut("Webhook")
+                .and_then(|m| m.field_mut(f))
+            {
+                field.set_only_once = true;
             }
         }
         for dt in ["Sales Order", "Sales Invoice", "Payment Entry"] {
@@ -558,10 +650,8 @@ impl Registry {
                 "Item Price",
                 &["item_code", "price_list", "price_list_rate"],
             ),
-            (
-                "Webhook",
-                &["webhook_doctype", "webhook_docevent", "request_url"],
-            ),
+            ("Webhook", &["webhook_doctype", "request_url"]),
+            ("Party Account", &["company", "account"]),
             ("Custom Field", &["dt", "fieldname", "fieldtype"]),
         ];
         for (dt, fields) in reqd {
@@ -606,6 +696,19 @@ impl Registry {
             ("Item Price", "price_list", "Price List"),
             ("Webhook", "webhook_doctype", "DocType"),
             ("Custom Field", "dt", "DocType"),
+            ("Sales Order", "amended_from", "Sales Order"),
+            ("Sales Invoice", "amended_from", "Sales Invoice"),
+            ("Sales Invoice", "debit_to", "Account"),
+            ("Sales Invoice Item", "income_account", "Account"),
+            ("Sales Invoice Item", "expense_account", "Account"),
+            ("Sales Taxes and Charges", "account_head", "Account"),
+            ("Payment Entry", "paid_from", "Account"),
+            ("Payment Entry", "paid_to", "Account"),
+            ("Party Account", "company", "Company"),
+            ("Party Account", "account", "Account"),
+            ("Party Account", "advance_account", "Account"),
+            ("Account", "company", "Company"),
+            ("Account", "account_currency", "Currency"),
         ];
         for (dt, f, target) in links {
             if let Some(field) = self.doctypes.get_mut(*dt).and_then(|m| m.field_mut(f)) {

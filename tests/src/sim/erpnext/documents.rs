@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::controllers::{self, fl, s};
 use super::doctypes::{DocTypeMeta, HEAD, str_of, truthy};
-use super::errors::FrappeError;
+use super::errors::{FrappeError, note_message};
 use super::state::{Doc, Site};
 use super::validation;
 use super::webhooks::DocEvent;
@@ -37,8 +37,8 @@ pub struct Outcome {
     pub doc: Doc,
     /// Child rows answered with `"__unsaved": 1` (rows that came in the request).
     pub unsaved: Vec<(String, usize)>,
-    /// `_server_messages` note (Customer rename).
-    pub note: Option<String>,
+    /// `_server_messages` entries (the Customer rename note, ERPNext's alerts), dumped dicts.
+    pub messages: Vec<String>,
     /// `__onload` passed through from the request (an invoice made by `make_sales_invoice`).
     pub onload: Option<Value>,
 }
@@ -205,13 +205,26 @@ pub fn insert(
         doc.insert("name".into(), json!(name));
     }
     let unsaved = apply_input(site, &meta, &mut doc, body);
+    // `set_new_name(set_child_names=True)`: rows of a new document get new names, whatever
+    // the request says (an amendment sends the cancelled document's rows).
+    for (table, _) in &meta.tables {
+        if let Some(Value::Array(rows)) = doc.get_mut(table) {
+            for row in rows.iter_mut().filter_map(Value::as_object_mut) {
+                row.remove("name");
+            }
+        }
+    }
     let submit = meta.submittable && body.get("docstatus").and_then(Value::as_i64) == Some(1);
     let mut naming = controllers::autoname(site, doctype, &doc)?;
     if naming.name.trim().is_empty() {
         naming.name = site.hash_name();
     }
     doc.insert("name".into(), json!(naming.name));
-    controllers::validate(site, doctype, &mut doc)?;
+    // `is_new()` for the controller, while it validates.
+    doc.insert("__islocal".into(), json!(1));
+    let validated = controllers::validate(site, doctype, &mut doc);
+    doc.remove("__islocal");
+    validated?;
     finalize_children(site, &meta, &mut doc);
     checks(site, doctype, &mut doc)?;
     // The primary key clash surfaces at `db_insert`, after every validation.
@@ -219,6 +232,11 @@ pub fn insert(
         return Err(FrappeError::DuplicateEntry {
             message: format!("{doctype} {} already exists", naming.name),
         });
+    }
+    // `validate_amended_from` runs after `db_insert` (so the unique index has spoken first)
+    // and rolls the insert back.
+    if let Some(from) = str_of(&doc, "amended_from") {
+        validation::amended_from(site, doctype, &from)?;
     }
     if submit {
         controllers::before_submit(site, doctype, &mut doc)?;
@@ -237,11 +255,18 @@ pub fn insert(
         controllers::on_submit(site, txn, doctype, &doc);
     }
     let doc = site.get(doctype, &naming.name).cloned().unwrap_or(doc);
+    let mut messages: Vec<String> = naming
+        .note
+        .as_deref()
+        .map(note_message)
+        .into_iter()
+        .collect();
+    messages.append(&mut site.message_log);
     Ok(Outcome {
         doctype: doctype.to_string(),
         doc,
         unsaved,
-        note: naming.note,
+        messages,
         onload: body.get("__onload").cloned(),
     })
 }
@@ -292,10 +317,13 @@ pub fn save(
                 controllers::validate(site, doctype, &mut doc)?;
                 finalize_children(site, &meta, &mut doc);
                 checks(site, doctype, &mut doc)?;
+                validation::set_only_once(site, doctype, &old, &doc)?;
                 site.put(doctype, doc.clone());
                 txn.emit(doctype, &s(&doc, "name"), "on_update", false);
                 txn.emit(doctype, &s(&doc, "name"), "on_change", false);
-                Ok(outcome(doctype, doc, unsaved))
+                let mut out = outcome(doctype, doc, unsaved);
+                out.messages.append(&mut site.message_log);
+                Ok(out)
             }
         }
         (1, 1) => update_after_submit(site, txn, &meta, old, body),
@@ -312,7 +340,7 @@ fn outcome(doctype: &str, doc: Doc, unsaved: Vec<(String, usize)>) -> Outcome {
         doctype: doctype.to_string(),
         doc,
         unsaved,
-        note: None,
+        messages: Vec::new(),
         onload: None,
     }
 }
@@ -344,7 +372,9 @@ fn submit_doc(
     txn.emit(doctype, &name, "on_submit", false);
     txn.emit(doctype, &name, "on_change", false);
     let doc = site.get(doctype, &name).cloned().unwrap_or(doc);
-    Ok(outcome(doctype, doc, unsaved))
+    let mut out = outcome(doctype, doc, unsaved);
+    out.messages.append(&mut site.message_log);
+    Ok(out)
 }
 
 /// `frappe.client.submit(doc)`: Frappe builds the document from the given dict (not from the

@@ -38,11 +38,15 @@ pub enum FrappeError {
         missing: Vec<String>,
         messages: Vec<String>,
     },
-    /// 417 `frappe.throw` with the default `ValidationError`; `app_source` adds `_exc_source`.
-    #[error("frappe.exceptions.ValidationError: {message}")]
+    /// 417 `frappe.throw`: `ValidationError` or, with `class`, one of its subclasses
+    /// (`erpnext.exceptions.InvalidCurrency`); `app_source` adds `_exc_source`, `title` replaces
+    /// the message dialog's default title ("Message").
+    #[error("{}: {message}", .class.unwrap_or("frappe.exceptions.ValidationError"))]
     Validation {
         message: String,
         app_source: Option<&'static str>,
+        title: Option<&'static str>,
+        class: Option<&'static str>,
     },
     #[error("frappe.exceptions.LinkValidationError: {message}")]
     LinkValidation { message: String },
@@ -63,7 +67,7 @@ pub enum FrappeError {
     /// 500 when the request body is not JSON.
     #[error("json.decoder.JSONDecodeError: {message}")]
     JsonDecode { message: String },
-    /// 500 from the database (unknown column in `fields`/`filters`).
+    /// 500 from the database (unknown column in `fields`/`filters`, an ambiguous `ORDER BY`).
     #[error("pymysql.err.OperationalError: {message}")]
     Operational { message: String },
     /// 401: wrong API key or secret.
@@ -88,13 +92,62 @@ impl FrappeError {
         Self::Validation {
             message: message.into(),
             app_source: None,
+            title: None,
+            class: None,
         }
     }
 
+    /// A `frappe.throw` raised from ERPNext's code (`_exc_source: "erpnext (app)"`).
     pub fn erpnext_validation(message: impl Into<String>) -> Self {
         Self::Validation {
             message: message.into(),
             app_source: Some("erpnext (app)"),
+            title: None,
+            class: None,
+        }
+    }
+
+    /// The same error with the dialog title `frappe.throw(..., title=...)` gives it.
+    pub fn titled(self, new_title: &'static str) -> Self {
+        match self {
+            Self::Validation {
+                message,
+                app_source,
+                class,
+                ..
+            } => Self::Validation {
+                message,
+                app_source,
+                title: Some(new_title),
+                class,
+            },
+            other => other,
+        }
+    }
+
+    /// The same error raised as a subclass of `ValidationError` (`exc=...`), given by its
+    /// dotted Python path; `exc_type` is the class name.
+    pub fn raised_as(self, new_class: &'static str) -> Self {
+        match self {
+            Self::Validation {
+                message,
+                app_source,
+                title,
+                ..
+            } => Self::Validation {
+                message,
+                app_source,
+                title,
+                class: Some(new_class),
+            },
+            other => other,
+        }
+    }
+
+    /// MariaDB's error 1052: an unqualified column that more than one joined table has.
+    pub fn ambiguous_column(column: &str, clause: &str) -> Self {
+        Self::Operational {
+            message: format!("(1052, \"Column '{column}' in {clause} is ambiguous\")"),
         }
     }
 
@@ -117,6 +170,9 @@ impl FrappeError {
             Self::DoesNotExist { .. } => "DoesNotExistError",
             Self::UniqueValidation { .. } => "UniqueValidationError",
             Self::Mandatory { .. } => "MandatoryError",
+            Self::Validation {
+                class: Some(class), ..
+            } => class.rsplit('.').next().unwrap_or(class),
             Self::Validation { .. } => "ValidationError",
             Self::LinkValidation { .. } => "LinkValidationError",
             Self::UpdateAfterSubmit { .. } => "UpdateAfterSubmitError",
@@ -166,12 +222,27 @@ impl FrappeError {
             Self::Validation {
                 message,
                 app_source: Some(source),
+                title,
+                ..
             } => vec![
                 ("exception", exception),
                 ("exc_type", exc_type),
                 ("_exc_source", s(source.to_string())),
                 ("exc", exc),
-                ("_server_messages", s(thrown(message, "Message"))),
+                (
+                    "_server_messages",
+                    s(thrown(message, title.unwrap_or("Message"))),
+                ),
+            ],
+            Self::Validation {
+                message,
+                title: Some(title),
+                ..
+            } => vec![
+                ("exception", exception),
+                ("exc_type", exc_type),
+                ("exc", exc),
+                ("_server_messages", s(thrown(message, title))),
             ],
             Self::UpdateAfterSubmit { message } => vec![
                 ("exception", exception),
@@ -288,13 +359,28 @@ fn plain(messages: &[String]) -> String {
     dumps_str_list(&items)
 }
 
-/// A note such as the Customer rename message (`_server_messages` of a successful POST).
-pub fn note(message: &str) -> String {
-    dumps_str_list(&[dumps_dict(vec![
+/// One `msgprint` of a successful request, as `_server_messages` lists it: the Customer rename
+/// note (`title` "Note", yellow).
+pub fn note_message(message: &str) -> String {
+    dumps_dict(vec![
         ("message", PyValue::Str(message.to_string())),
         ("title", PyValue::Str("Note".into())),
         ("indicator", PyValue::Str("yellow".into())),
-    ])])
+    ])
+}
+
+/// A `msgprint(..., alert=True)` (ERPNext's "Item Price added for ..." toast).
+pub fn alert_message(message: &str) -> String {
+    dumps_dict(vec![
+        ("message", PyValue::Str(message.to_string())),
+        ("title", PyValue::Str("Message".into())),
+        ("alert", PyValue::Int(1)),
+    ])
+}
+
+/// `_server_messages`: the JSON string of the list of message strings.
+pub fn server_messages(messages: &[String]) -> String {
+    dumps_str_list(messages)
 }
 
 fn traceback(exception: &str) -> String {

@@ -5,9 +5,12 @@
 //! * `config`: credentials, company defaults, seeded master data, faults;
 //! * `state`: the store, naming series and the site clock; `doctypes`: field metadata (from
 //!   `schema.json`, distilled from the captures) and Frappe's JSON views of a document;
-//! * `documents`: the document life cycle (insert, save, submit, cancel, delete);
-//!   `controllers`: what each doctype adds (Sales Order totals, invoice/payment effects...);
-//!   `validation`: mandatory/link/unique/update-after-submit checks; `filters`: list queries;
+//! * `documents`: the document life cycle (insert, save, submit, cancel, delete, amend);
+//!   `controllers`: what each doctype adds (Sales Order totals, invoice/payment effects...),
+//!   with `pricing` (row prices), `taxes` (template rows, tax computation), `accounts`
+//!   (receivable accounts, currencies, exchange rates) and `money` (Frappe's rounding);
+//!   `validation`: mandatory/link/unique/update-after-submit checks; `filters`: list queries
+//!   (joins, MariaDB's column resolution);
 //! * `routes`: `/api/resource` and `/api/method`; `admin`: `/_sim/*`; `errors`: Frappe's error
 //!   bodies; `webhooks` + `pyjson`: Frappe's webhook dispatcher and its exact body bytes;
 //!   `words`: amounts in words.
@@ -15,6 +18,7 @@
 //! Not simulated: stock ledger, GL entries, delivery notes, user permissions beyond a per-doctype
 //! deny list, Frappe's background jobs other than webhook delivery.
 
+mod accounts;
 mod admin;
 mod config;
 mod controllers;
@@ -22,9 +26,12 @@ mod doctypes;
 mod documents;
 mod errors;
 mod filters;
+mod money;
+mod pricing;
 pub mod pyjson;
 mod routes;
 mod state;
+mod taxes;
 mod validation;
 pub mod webhooks;
 mod words;
@@ -38,7 +45,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigFileError, ErpNextSimConfig, SeedItem, SeedPriceList, SeedTaxTemplate};
+pub use config::{
+    ConfigFileError, ErpNextSimConfig, SeedAccount, SeedItem, SeedPriceList, SeedTaxTemplate,
+};
 pub use errors::FrappeError;
 pub use webhooks::{DeliveryAttempt, DeliveryState, WebhookDelivery, render_json};
 
@@ -78,7 +87,9 @@ impl Shared {
     ) -> Result<T, FrappeError> {
         let mut site = self.site();
         let mut txn = Txn::default();
+        site.begin_request();
         let result = f(&mut site, &mut txn)?;
+        site.commit_pending();
         self.dispatcher.dispatch(&site, txn.events);
         Ok(result)
     }
@@ -199,6 +210,13 @@ impl ErpNextSimHandle {
 
     pub fn set_faults(&self, config: FaultConfig) {
         self.shared.faults.set(config);
+    }
+
+    /// Frappe's "Update Series Counter" (Document Naming Settings): the next document of the
+    /// series prefix (`SAL-ORD-2026-`) is numbered `current + 1`. Replays of captures use it to
+    /// get the captured names.
+    pub fn set_series(&self, prefix: &str, current: u64) {
+        self.shared.site().set_series(prefix, current);
     }
 
     /// Make, save and submit the invoice of a submitted Sales Order; returns its name.

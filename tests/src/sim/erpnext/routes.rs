@@ -19,11 +19,12 @@ use serde_json::{Map, Value, json};
 
 use super::Shared;
 use super::controllers;
-use super::doctypes::{DocView, Nulls, str_of};
+use super::doctypes::{DocView, ListRow, Nulls, str_of};
 use super::documents::{self, Outcome};
-use super::errors::{FrappeError, injected_error, json_response, note};
+use super::errors::{FrappeError, injected_error, json_response, server_messages};
 use super::filters;
 use super::state::Site;
+use super::taxes;
 use crate::sim::faults::Fault;
 
 pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
@@ -241,7 +242,7 @@ pub fn doc_response(
     let body = DocBody {
         key,
         view: DocView::new(&site.reg, &out.doctype, &doc, nulls).with_unsaved(marks),
-        note: out.note.as_deref().map(note),
+        note: (!out.messages.is_empty()).then(|| server_messages(&out.messages)),
     };
     json_response(StatusCode::OK, &body)
 }
@@ -299,7 +300,7 @@ async fn read(
         doctype: doctype.clone(),
         doc,
         unsaved: Vec::new(),
-        note: None,
+        messages: Vec::new(),
         onload: None,
     };
     Ok(doc_response(&site, "data", &out, Nulls::Drop, false))
@@ -416,7 +417,7 @@ async fn method(
                 doctype,
                 doc,
                 unsaved: Vec::new(),
-                note: None,
+                messages: Vec::new(),
                 onload: None,
             };
             Ok(doc_response(&site, "message", &out, Nulls::Keep, false))
@@ -446,6 +447,23 @@ async fn method(
                     .collect::<Map<_, _>>()
             });
             Ok(json_response(StatusCode::OK, &json!({"message": message})))
+        }
+        // A Password field in clear, System Manager only (Frappe's own check); `erp-writer
+        // setup` compares the Webhook secret with it.
+        "frappe.client.get_password" => {
+            let doctype = arg(&args, "doctype")?;
+            let (name, fieldname) = (arg(&args, "name")?, arg(&args, "fieldname")?);
+            permit(&shared, &headers, &doctype)?;
+            let site = shared.site();
+            let doc = site
+                .get(&doctype, &name)
+                .ok_or_else(|| FrappeError::not_found(&doctype, &name))?;
+            match str_of(doc, &fieldname).filter(|p| !p.is_empty()) {
+                Some(p) => Ok(json_response(StatusCode::OK, &json!({"message": p}))),
+                None => Err(FrappeError::validation(format!(
+                    "Password not found for {doctype} {name} {fieldname}"
+                ))),
+            }
         }
         "frappe.client.get_list" => {
             let doctype = arg(&args, "doctype")?;
@@ -481,11 +499,26 @@ async fn method(
                     doctype: "Sales Invoice".into(),
                     doc,
                     unsaved: Vec::new(),
-                    note: None,
+                    messages: Vec::new(),
                     onload: None,
                 };
                 Ok(doc_response(site, "message", &out, Nulls::Drop, false))
             })
+        }
+        "erpnext.controllers.accounts_controller.get_taxes_and_charges" => {
+            let doctype = arg(&args, "master_doctype")?;
+            permit(&shared, &headers, &doctype)?;
+            let Some(name) = str_of(&args, "master_name") else {
+                // The method returns None: Frappe answers without a `message`.
+                return Ok(json_response(StatusCode::OK, &json!({})));
+            };
+            let site = shared.site();
+            unknown_doctype(&site, &doctype)?;
+            let rows: Vec<ListRow> = taxes::template_rows(&site, &name)?
+                .into_iter()
+                .map(|r| ListRow(r.into_iter().collect()))
+                .collect();
+            Ok(json_response(StatusCode::OK, &Keyed("message", &rows)))
         }
         "erpnext.accounts.doctype.payment_entry.payment_entry.get_payment_entry" => {
             let (dt, dn) = (arg(&args, "dt")?, arg(&args, "dn")?);
@@ -496,7 +529,7 @@ async fn method(
                     doctype: "Payment Entry".into(),
                     doc,
                     unsaved: Vec::new(),
-                    note: None,
+                    messages: Vec::new(),
                     onload: None,
                 };
                 Ok(doc_response(site, "message", &out, Nulls::Drop, false))

@@ -93,6 +93,12 @@ pub struct Site {
     docs: BTreeMap<String, BTreeMap<String, Doc>>,
     series: BTreeMap<String, u64>,
     rng: StdRng,
+    /// Frappe's `message_log` of the current request: `msgprint`s (JSON-dumped dicts) a
+    /// successful write answers in `_server_messages`.
+    pub message_log: Vec<String>,
+    /// Documents a controller created on the side (an Item Price ERPNext adds while pricing an
+    /// order), stored only if the request's write succeeds, like Frappe's transaction.
+    pub pending: Vec<(String, Doc)>,
 }
 
 impl Site {
@@ -105,6 +111,8 @@ impl Site {
             docs: BTreeMap::new(),
             series: BTreeMap::new(),
             rng,
+            message_log: Vec::new(),
+            pending: Vec::new(),
             config,
         };
         site.seed_masters();
@@ -117,6 +125,35 @@ impl Site {
         self.docs.clear();
         self.series.clear();
         self.seed_masters();
+    }
+
+    /// Start a request: an empty message log, no side documents.
+    pub fn begin_request(&mut self) {
+        self.message_log.clear();
+        self.pending.clear();
+    }
+
+    /// The request succeeded: store the side documents it created.
+    pub fn commit_pending(&mut self) {
+        for (doctype, doc) in std::mem::take(&mut self.pending) {
+            self.put(&doctype, doc);
+        }
+    }
+
+    /// Documents of `doctype`, those pending in this request included.
+    pub fn all_with_pending<'a>(&'a self, doctype: &'a str) -> impl Iterator<Item = &'a Doc> {
+        self.all(doctype).chain(
+            self.pending
+                .iter()
+                .filter(move |(dt, _)| dt == doctype)
+                .map(|(_, d)| d),
+        )
+    }
+
+    /// Frappe's "Update Series Counter": the last number used by a series prefix
+    /// (`SAL-ORD-2026-`), so the next document is `current + 1`.
+    pub fn set_series(&mut self, prefix: &str, current: u64) {
+        self.series.insert(prefix.to_string(), current);
     }
 
     pub fn now(&mut self) -> String {
@@ -218,11 +255,21 @@ impl Site {
         doc.insert("docstatus".into(), json!(0));
         doc.insert("idx".into(), json!(0));
         if let Some(meta) = self.reg.get(doctype) {
-            for f in &meta.fields {
+            for f in meta
+                .fields
+                .iter()
+                .filter(|f| !meta.unset.contains(&f.fieldname))
+            {
                 doc.insert(f.fieldname.clone(), f.default.clone());
             }
             for (table, _) in &meta.tables {
                 doc.insert(table.clone(), json!([]));
+            }
+            if meta.single {
+                // A single's record has no creation and a string idx (`tabSingles` rows).
+                doc.remove("creation");
+                doc.insert("name".into(), json!(doctype));
+                doc.insert("idx".into(), json!("0"));
             }
         }
         doc.insert("doctype".into(), json!(doctype));
@@ -233,7 +280,11 @@ impl Site {
     pub fn blank_row(&self, child: &str) -> Doc {
         let mut row = Doc::new();
         if let Some(meta) = self.reg.get(child) {
-            for f in &meta.fields {
+            for f in meta
+                .fields
+                .iter()
+                .filter(|f| !meta.unset.contains(&f.fieldname))
+            {
                 row.insert(f.fieldname.clone(), f.default.clone());
             }
         }
@@ -254,10 +305,21 @@ impl Site {
     fn seed_masters(&mut self) {
         let c = self.config.clone();
         let abbr = &c.company_abbr;
+        let receivable = c
+            .accounts
+            .iter()
+            .find(|a| {
+                a.account_type == "Receivable"
+                    && a.account_currency
+                        .as_ref()
+                        .is_none_or(|cur| *cur == c.currency)
+            })
+            .map(|a| format!("{} - {abbr}", a.account_name));
         self.seed_doc(
             "Company",
             &c.company,
-            json!({"company_name": c.company, "abbr": abbr, "default_currency": c.currency, "country": c.country}),
+            json!({"company_name": c.company, "abbr": abbr, "default_currency": c.currency,
+                   "country": c.country, "default_receivable_account": receivable}),
         );
         for g in &c.customer_groups {
             self.seed_doc(
@@ -305,6 +367,59 @@ impl Site {
                 json!({"warehouse_name": w, "company": c.company}),
             );
         }
+        let mut accounts = c.accounts.clone();
+        for t in &c.tax_templates {
+            let exists = accounts
+                .iter()
+                .any(|a| format!("{} - {abbr}", a.account_name) == t.account_head);
+            if !exists {
+                let name = t
+                    .account_head
+                    .strip_suffix(&format!(" - {abbr}"))
+                    .unwrap_or(&t.account_head);
+                accounts.push(super::config::SeedAccount {
+                    account_name: name.to_string(),
+                    account_type: "Tax".into(),
+                    root_type: "Liability".into(),
+                    account_currency: None,
+                });
+            }
+        }
+        for a in &accounts {
+            let report_type = if ["Income", "Expense"].contains(&a.root_type.as_str()) {
+                "Profit and Loss"
+            } else {
+                "Balance Sheet"
+            };
+            self.seed_doc(
+                "Account",
+                &format!("{} - {abbr}", a.account_name),
+                json!({
+                    "account_name": a.account_name,
+                    "company": c.company,
+                    "root_type": a.root_type,
+                    "report_type": report_type,
+                    "account_currency": a.account_currency.clone().unwrap_or_else(|| c.currency.clone()),
+                    "account_type": a.account_type,
+                }),
+            );
+        }
+        let today = self.today();
+        for (from, rate) in &c.exchange_rates {
+            self.seed_doc(
+                "Currency Exchange",
+                &format!("{today}-{from}-{}", c.currency),
+                json!({"date": today, "from_currency": from, "to_currency": c.currency,
+                       "exchange_rate": rate, "for_buying": 1, "for_selling": 1}),
+            );
+        }
+        for single in ["Accounts Settings", "Stock Settings"] {
+            let doc = self.blank(single, single);
+            self.put(single, doc);
+        }
+        let mut system = self.blank("System Settings", "System Settings");
+        system.insert("time_zone".into(), json!(c.timezone));
+        self.put("System Settings", system);
         self.seed_doc("Price List", "Standard Buying", json!({"price_list_name": "Standard Buying", "currency": c.currency, "buying": 1, "selling": 0}));
         for item in &c.items {
             let description = item
@@ -364,8 +479,12 @@ impl Site {
                         "name": row_name, "idx": 1, "docstatus": 0,
                         "charge_type": "On Net Total",
                         "account_head": t.account_head,
-                        "description": t.account_head,
+                        "description": t.description.clone().unwrap_or_else(|| t.account_head.clone()),
+                        "included_in_print_rate": 0,
+                        "included_in_paid_amount": 0,
+                        "cost_center": format!("Main - {abbr}"),
                         "rate": t.rate,
+                        "account_currency": c.currency,
                         "parent": t.name, "parentfield": "taxes",
                         "parenttype": "Sales Taxes and Charges Template",
                         "doctype": "Sales Taxes and Charges",

@@ -301,3 +301,41 @@ pub fn update_after_submit(
     }
     Ok(())
 }
+
+/// `Document.validate_amended_from`: only a cancelled document can be amended.
+pub fn amended_from(site: &Site, doctype: &str, from: &str) -> Result<(), FrappeError> {
+    let cancelled = site
+        .get(doctype, from)
+        .and_then(|d| d.get("docstatus"))
+        .and_then(Value::as_i64)
+        == Some(2);
+    if cancelled {
+        return Ok(());
+    }
+    let slug = doctype.to_lowercase().replace(' ', "-");
+    let link = format!(
+        "<a href=\"http://{}/app/{slug}/{from}\">{from}</a>",
+        site.config.site
+    );
+    Err(FrappeError::validation(format!(
+        "{link} cannot be amended because it is not cancelled. Please cancel the document before creating an amendment."
+    ))
+    .titled("Amendment Not Allowed"))
+}
+
+/// `Document.validate_set_only_once`: a `set_only_once` field keeps its inserted value.
+pub fn set_only_once(site: &Site, doctype: &str, old: &Doc, new: &Doc) -> Result<(), FrappeError> {
+    let meta = meta(site, doctype)?;
+    for f in meta.fields.iter().filter(|f| f.set_only_once) {
+        let before = old.get(&f.fieldname).cloned().unwrap_or(Value::Null);
+        let after = new.get(&f.fieldname).cloned().unwrap_or(Value::Null);
+        if !same(&before, &after) {
+            return Err(FrappeError::validation(format!(
+                "Value cannot be changed for <strong>{}</strong>",
+                f.label
+            ))
+            .raised_as("frappe.exceptions.CannotChangeConstantError"));
+        }
+    }
+    Ok(())
+}
