@@ -17,7 +17,7 @@ use crate::diff::{changes, put_opt};
 use crate::error::StepError;
 use crate::metrics;
 use crate::site::ErpSite;
-use crate::upsert::{Change, Key, OLDEST_FIRST, by_field, find_or_insert};
+use crate::upsert::{Change, Key, by_field, find_or_insert};
 
 pub const CUSTOMER: &str = "Customer";
 pub const ADDRESS: &str = "Address";
@@ -56,8 +56,25 @@ pub struct Upserted {
     pub change: Change,
 }
 
-/// Find-or-create the Customer of `spec.hubspot_company_id`; refresh it when HubSpot is newer.
-pub async fn upsert_customer(site: &ErpSite, spec: &CustomerSpec) -> Result<Upserted, StepError> {
+/// The Customer's party (receivable) account for one company: ERPNext invoices a customer only
+/// through a receivable account in the invoice's currency, so a customer billed in EUR needs a
+/// EUR receivable account (`[mapping.order.receivable_accounts]`).
+#[derive(Debug, Clone, Copy)]
+pub struct PartyAccount<'a> {
+    pub company: &'a str,
+    pub account: &'a str,
+    /// The account's (and so the customer's billing) currency: ERPNext also requires the
+    /// customer's `default_currency` to match a foreign-currency receivable account.
+    pub currency: &'a str,
+}
+
+/// Find-or-create the Customer of `spec.hubspot_company_id`; refresh it when HubSpot is newer;
+/// make sure it has `party_account` when one is given.
+pub async fn upsert_customer(
+    site: &ErpSite,
+    spec: &CustomerSpec,
+    party_account: Option<PartyAccount<'_>>,
+) -> Result<Upserted, StepError> {
     let what = format!("Customer for HubSpot company {}", spec.hubspot_company_id);
     let mut body = Map::new();
     body.insert("customer_name".into(), json!(spec.customer_name));
@@ -72,6 +89,13 @@ pub async fn upsert_customer(site: &ErpSite, spec: &CustomerSpec) -> Result<Upse
     );
     put_opt(&mut body, "website", spec.website.as_deref());
     put_opt(&mut body, "tax_id", spec.tax_id.as_deref());
+    if let Some(p) = party_account {
+        body.insert(
+            "accounts".into(),
+            json!([{"company": p.company, "account": p.account}]),
+        );
+        body.insert("default_currency".into(), json!(p.currency));
+    }
     let found = find_or_insert(
         site,
         CUSTOMER,
@@ -97,9 +121,69 @@ pub async fn upsert_customer(site: &ErpSite, spec: &CustomerSpec) -> Result<Upse
             change: Change::Created,
         });
     }
+    if let Some(p) = party_account {
+        ensure_party_account(site, &name, p, &what).await?;
+    }
     let desired = owned_fields(spec);
     let change = refresh(site, CUSTOMER, &found.doc, &desired, spec.modified, &what).await?;
     Ok(Upserted { name, change })
+}
+
+/// An existing Customer gets `p` as its party account for `p.company` when it has none; one
+/// that already bills the company through another account is not re-pointed (its ledger is in
+/// that account's currency): the deal cannot be invoiced, and the operator is told why.
+async fn ensure_party_account(
+    site: &ErpSite,
+    customer: &str,
+    p: PartyAccount<'_>,
+    what: &str,
+) -> Result<(), StepError> {
+    let doc = site
+        .client
+        .get(CUSTOMER, customer)
+        .await
+        .map_err(|e| StepError::erp(what, e))?
+        .ok_or_else(|| StepError::Invalid(format!("{what}: Customer {customer} vanished")))?;
+    let rows = doc.table("accounts");
+    match rows.iter().find(|r| r.str("company") == Some(p.company)) {
+        Some(row) if row.str("account") == Some(p.account) => Ok(()),
+        Some(row) => Err(StepError::Invalid(format!(
+            "Customer {customer} is billed through receivable account {:?} for {}, but this deal's \
+             currency needs {:?} ([mapping.order.receivable_accounts]); ERPNext cannot invoice \
+             one customer in two currencies: change the deal's currency or the customer's account",
+            row.str("account").unwrap_or_default(),
+            p.company,
+            p.account
+        ))),
+        None => {
+            let billing = doc.str("default_currency").unwrap_or_default();
+            if !billing.is_empty() && billing != p.currency {
+                return Err(StepError::Invalid(format!(
+                    "Customer {customer} is billed in {billing}, but this deal is in {}; ERPNext \
+                     cannot invoice one customer in two currencies: change the deal's currency or \
+                     the customer's billing currency",
+                    p.currency
+                )));
+            }
+            let mut accounts: Vec<serde_json::Value> =
+                rows.into_iter().map(|r| r.into_value()).collect();
+            accounts.push(json!({"company": p.company, "account": p.account}));
+            site.client
+                .update(
+                    CUSTOMER,
+                    customer,
+                    &json!({ "accounts": accounts, "default_currency": p.currency }),
+                )
+                .await
+                .map_err(|e| StepError::erp(what, e))?;
+            tracing::info!(
+                customer,
+                account = p.account,
+                "receivable account set on the Customer"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The Address of `spec.address_type` linked to `customer`: find, create linked, or refresh.
@@ -115,7 +199,7 @@ pub async fn upsert_address(
         .child_filter("Dynamic Link", "link_name", "=", customer)
         .filter("address_type", "=", spec.address_type.as_str())
         .fields(ADDRESS_FIELDS)
-        .order_by(OLDEST_FIRST)
+        .oldest_first()
         .limit(1);
     let mut body = address_fields(spec);
     body.insert("is_primary_address".into(), json!(1));

@@ -7,7 +7,8 @@
 //! 2. **A lock per HubSpot company**, in-process ([`KeyedLocks`]) and across processes (Redis
 //!    lease `<ns>:lease:erp-writer:company:<id>`). Per company, not per command: two deals of
 //!    one company share the Customer, Address and Contacts, and the last two have no unique
-//!    key in ERPNext. A lease held by another process is a transient error: retry shortly.
+//!    key in ERPNext. The lease is renewed while the command runs; a command whose company is
+//!    leased elsewhere waits for it, at most one lease TTL, before it counts as a failure.
 //! 3. **The done marker again**, under the lock: the copy that waited for the lock finds the
 //!    first copy's marker.
 //!
@@ -25,7 +26,7 @@ use shared::commands::{ErpOutcome, SyncDeal, UpdateContact, UpdateCustomer};
 use shared::dedup::{Dedup, LeaseResult};
 use shared::envelope::{Envelope, Kind, Source};
 use shared::names::Exchange;
-use shared::runtime::{Handler, HandlerError, Incoming, Outcome};
+use shared::runtime::{DeadLetterKind, Handler, HandlerError, Incoming, Outcome};
 
 use crate::error::StepFailure;
 use crate::locks::KeyedLocks;
@@ -34,8 +35,35 @@ use crate::site::ErpSite;
 use crate::sync_deal::apply_sync_deal;
 use crate::updates::{Applied, apply_update_contact, apply_update_customer};
 
-/// How long a command waits before trying again when another process holds its company.
-const BUSY_RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How often a command waiting for its company's lease asks again.
+const LEASE_POLL: Duration = Duration::from_millis(250);
+
+/// Run `work` while renewing `lease` every third of `ttl`, so a live holder never loses it to
+/// a slow ERPNext and a dead one's lapses within `ttl`.
+async fn renewing<T>(
+    dedup: &Dedup,
+    lease: &shared::dedup::Lease,
+    ttl: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                if let Ok(Some(false)) = dedup.renew_lease(lease, ttl).await {
+                    tracing::warn!(
+                        lease = lease.key(),
+                        "lease expired while applying a command; another writer may now hold it"
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// Lease and marker lifetimes (from `[redis]`).
 #[derive(Debug, Clone)]
@@ -152,28 +180,59 @@ impl ErpWriterHandler {
 
         let lock_key = command.lock_key();
         let _local = inner.locks.lock(&lock_key).await;
-        let lease = match inner
-            .dedup
-            .acquire_lease(&lock_key, &inner.worker_id, inner.guards.lease_ttl)
-            .await
-        {
-            Ok(LeaseResult::Acquired(lease)) => Some(lease),
-            Ok(LeaseResult::Busy { holder }) => {
-                metrics::skipped("busy");
-                return Err(HandlerError::transient(format!(
-                    "another erp-writer ({}) is applying changes for {lock_key}; retrying",
-                    holder.as_deref().unwrap_or("unknown")
-                ))
-                .with_retry_after(BUSY_RETRY_AFTER));
-            }
-            // Redis away (or a caller bug we cannot fix here): the target's unique keys hold.
-            Ok(LeaseResult::Unavailable) | Err(_) => None,
+        let lease = self.acquire(&lock_key).await?;
+        let work = self.guarded(envelope, key, command);
+        let result = match &lease {
+            Some(lease) => renewing(&inner.dedup, lease, inner.guards.lease_ttl, work).await,
+            None => work.await,
         };
-        let result = self.guarded(envelope, key, command).await;
         if let Some(lease) = &lease {
             let _ = inner.dedup.release_lease(lease).await;
         }
         result
+    }
+
+    /// The company's lease, waiting while another process holds it: at most one lease TTL,
+    /// which is also the longest a dead holder's lease outlives it (leases are renewed while
+    /// held, see [`renewing`]). So a SIGKILLed writer delays its companies by about one TTL and
+    /// sends nothing up the retry ladder. `None` when Redis does not answer: the target's unique
+    /// keys hold without it.
+    async fn acquire(&self, lock_key: &str) -> Result<Option<shared::dedup::Lease>, HandlerError> {
+        let inner = &self.inner;
+        let ttl = inner.guards.lease_ttl;
+        let deadline = tokio::time::Instant::now() + ttl + LEASE_POLL;
+        let mut waited = false;
+        loop {
+            match inner
+                .dedup
+                .acquire_lease(lock_key, &inner.worker_id, ttl)
+                .await
+            {
+                Ok(LeaseResult::Acquired(lease)) => return Ok(Some(lease)),
+                Ok(LeaseResult::Busy { holder }) => {
+                    if !waited {
+                        metrics::skipped("busy");
+                        tracing::info!(
+                            lock_key,
+                            holder = holder.as_deref().unwrap_or("unknown"),
+                            "another erp-writer holds this company; waiting for its lease"
+                        );
+                        waited = true;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(HandlerError::transient(format!(
+                            "another erp-writer ({}) has held {lock_key} for longer than its lease \
+                             ({}); retrying later",
+                            holder.as_deref().unwrap_or("unknown"),
+                            format_args!("{ttl:?}")
+                        )));
+                    }
+                    tokio::time::sleep(LEASE_POLL).await;
+                }
+                // Redis away (or a caller bug we cannot fix here): the target's unique keys hold.
+                Ok(LeaseResult::Unavailable) | Err(_) => return Ok(None),
+            }
+        }
     }
 
     /// Under the lock: re-check the marker, apply, publish, mark done.
@@ -268,6 +327,22 @@ impl Handler for ErpWriterHandler {
     ) -> impl std::future::Future<Output = Result<Outcome, HandlerError>> + Send {
         self.handle_message(msg)
     }
+
+    /// A deal whose command is parked must say so on HubSpot at once (not after an operator
+    /// looks at the DLQ): publish `sync_failed`, which the mapper turns into sync status
+    /// `error` with the reason. Best effort: the dead letter is what keeps the command.
+    async fn dead_lettered(&self, msg: &Incoming, kind: DeadLetterKind, reason: &str) {
+        let Ok(Command::SyncDeal(cmd)) = Command::decode(&msg.envelope) else {
+            return;
+        };
+        let failed = ErpOutcome::SyncFailed {
+            hubspot_deal_id: cmd.hubspot_deal_id.clone(),
+            reason: format!("ERPNext sync failed ({kind}): {reason}"),
+        };
+        if let Err(e) = self.publish(&msg.envelope, &[failed]).await {
+            tracing::warn!(deal = %cmd.hubspot_deal_id, error = %e.message, "could not report the failure to the mapper");
+        }
+    }
 }
 
 /// Stable per command and record, so a re-published outcome is recognised as the same event.
@@ -286,6 +361,9 @@ pub fn outcome_key(command_key: &str, outcome: &ErpOutcome) -> String {
             hubspot_deal_id, ..
         }
         | ErpOutcome::SalesOrderConflict {
+            hubspot_deal_id, ..
+        }
+        | ErpOutcome::SyncFailed {
             hubspot_deal_id, ..
         } => hubspot_deal_id,
     };
@@ -308,6 +386,7 @@ fn summarise(outcomes: &[ErpOutcome]) -> String {
             ErpOutcome::SalesOrderConflict { sales_order, .. } => {
                 format!("Sales Order {sales_order} (conflict)")
             }
+            ErpOutcome::SyncFailed { reason, .. } => format!("failed: {reason}"),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`site`]: the ERPNext client plus the site's time zone (ERPNext `modified` is naive local).
 //! - [`upsert`]: the find-or-create pattern; [`diff`]: which owned fields differ.
-//! - [`customer`], [`contact`], [`sales_order`]: one step each.
+//! - [`customer`], [`contact`], [`sales_order`]: one step each; [`taxes`]: the order's tax rows
+//!   from its template (ERPNext does not fill them over REST).
 //! - [`sync_deal`], [`updates`]: the commands as plain functions of the site and the payload.
 //! - [`handler`]: the runtime handler — done marker, per-company lock and lease, publishing
 //!   outcomes with confirms before the ack.
@@ -25,6 +26,7 @@ pub mod sales_order;
 pub mod setup;
 pub mod site;
 pub mod sync_deal;
+pub mod taxes;
 pub mod updates;
 pub mod upsert;
 

@@ -1,29 +1,37 @@
-//! The Sales Order of a deal, keyed by `hubspot_deal_id` (a unique custom field): the one
-//! document that must never exist twice.
+//! The Sales Order of a deal: the one document that must never exist twice.
+//!
+//! Every revision of the order carries the deal's ID in `hubspot_deal_id` (ERPNext copies it into
+//! an amendment); the order lead2ledger creates also carries it in the unique, `no_copy`
+//! [`DEAL_KEY`], so two writers can never both create one, while a human can still cancel and
+//! amend it. The deal's order is the newest revision that is not cancelled:
 //!
 //! - Absent: create it (Draft), then submit it when `order.submit` says so. A crash between the
 //!   two leaves a Draft that the retry finds by `hubspot_deal_id` and submits.
-//! - A Draft: bring its lines, dates and header fields in line with the deal, if the deal's
-//!   change is newer than the Draft; then submit if asked.
-//! - Submitted (or cancelled): never touched. If the deal now differs, the step reports a
-//!   `SalesOrderConflict` (reason lists the differences) instead of silently dropping the change.
+//! - A Draft: bring its lines, dates, header fields and tax rows in line with the deal, if the
+//!   deal's change is newer than the Draft; then submit if asked.
+//! - Submitted: never touched. If the deal now differs, the step reports a `SalesOrderConflict`
+//!   (reason lists the differences) instead of silently dropping the change.
+//! - Every revision cancelled: nothing is created again; the deal is flagged for review until
+//!   someone amends the order.
 //!
 //! Lines are compared by item, quantity and rate (rates to the cent, as ERPNext rounds them);
 //! descriptions are not compared because ERPNext fills them from the Item.
 
 use serde_json::{Map, Value, json};
 use shared::commands::{ErpOutcome, OrderLine, SyncDeal};
+use shared::erpnext::sales_order::{DealOrder, deal_order};
 use shared::erpnext::{Doc, ErpNextError, ErrorClass};
 
 use crate::diff::put_opt;
 use crate::error::StepError;
 use crate::metrics;
 use crate::site::ErpSite;
-use crate::upsert::{Key, by_field, find_or_insert};
+use crate::taxes;
+use crate::upsert::Found;
 
-pub const SALES_ORDER: &str = "Sales Order";
+pub use shared::erpnext::sales_order::{DEAL_KEY, SALES_ORDER};
 
-const LIST_FIELDS: &[&str] = &["name", "docstatus", "status", "modified"];
+const LIST_FIELDS: &[&str] = &["status", "amended_from", "modified"];
 
 /// Documents the Sales Order refers to, found by the earlier steps.
 #[derive(Debug, Clone, Default)]
@@ -47,27 +55,46 @@ pub async fn upsert_sales_order(
             "HubSpot deal {deal} has no line items; a Sales Order needs at least one"
         )));
     }
+    let taxes = match &cmd.order.taxes_and_charges {
+        Some(template) => Some(site.taxes.rows(&site.client, template).await?),
+        None => None,
+    };
+    let taxes = taxes.as_deref();
     let mut body = header_fields(cmd, parties);
     body.insert("hubspot_deal_id".into(), json!(deal));
+    body.insert(DEAL_KEY.into(), json!(deal));
     body.insert("order_type".into(), json!("Sales"));
     body.insert(
         "transaction_date".into(),
         json!(cmd.order.transaction_date.to_string()),
     );
-    body.insert("items".into(), items_json(cmd));
-    let found = match find_or_insert(
-        site,
-        SALES_ORDER,
-        &by_field("hubspot_deal_id", deal, LIST_FIELDS),
-        &Value::Object(body),
-        &what,
-        Key::Unique("hubspot_deal_id", deal),
-    )
-    .await
-    {
-        Ok(found) => found,
-        Err(StepError::Erp { what, source }) => return Err(explain_rejection(cmd, what, source)),
-        Err(e) => return Err(e),
+    body.extend(tables(cmd, taxes));
+    let found = match current(site, deal, &what).await? {
+        DealOrder::Live(doc) => Found {
+            doc,
+            created: false,
+        },
+        DealOrder::Cancelled(doc) => return Ok(cancelled(cmd, &doc)),
+        DealOrder::Absent => match site.client.insert(SALES_ORDER, &Value::Object(body)).await {
+            Ok(doc) => Found { doc, created: true },
+            // Another writer (or our own earlier attempt whose answer was lost) created it.
+            Err(e) if e.is_duplicate() => match current(site, deal, &what).await? {
+                DealOrder::Live(doc) => Found {
+                    doc,
+                    created: false,
+                },
+                DealOrder::Cancelled(doc) => return Ok(cancelled(cmd, &doc)),
+                DealOrder::Absent => {
+                    return Err(StepError::ConflictNotVisible {
+                        what,
+                        field: DEAL_KEY,
+                        value: deal.clone(),
+                        message: e.server_message(),
+                    });
+                }
+            },
+            Err(e) => return Err(explain_rejection(cmd, what, e)),
+        },
     };
     let mut doc = found.doc;
     if found.created {
@@ -81,7 +108,7 @@ pub async fn upsert_sales_order(
             .await
             .map_err(|e| StepError::erp(&what, e))?
             .unwrap_or(doc);
-        let differences = differences(&doc, cmd, parties);
+        let differences = differences(&doc, cmd, parties, taxes);
         match doc.docstatus() {
             0 if differences.is_empty() => metrics::step(SALES_ORDER, "unchanged"),
             0 if !site.hubspot_is_newer(cmd.deal_modified, doc.modified()) => {
@@ -95,7 +122,7 @@ pub async fn upsert_sales_order(
             }
             0 => {
                 let mut changes = header_fields(cmd, parties);
-                changes.insert("items".into(), items_json(cmd));
+                changes.extend(tables(cmd, taxes));
                 doc = site
                     .client
                     .update(SALES_ORDER, doc.name(), &Value::Object(changes))
@@ -108,18 +135,13 @@ pub async fn upsert_sales_order(
                 );
                 metrics::step(SALES_ORDER, "updated");
             }
-            status => {
+            _ => {
                 if differences.is_empty() {
                     metrics::step(SALES_ORDER, "unchanged");
                     return Ok(upserted(cmd, &doc, false));
                 }
-                let state = if status == 2 {
-                    "cancelled"
-                } else {
-                    "submitted"
-                };
                 let reason = format!(
-                    "Sales Order {} is {state} in ERPNext and is not changed by lead2ledger; the deal now differs: {}",
+                    "Sales Order {} is submitted in ERPNext and is not changed by lead2ledger; the deal now differs: {}",
                     doc.name(),
                     differences.join("; ")
                 );
@@ -144,6 +166,28 @@ pub async fn upsert_sales_order(
         tracing::info!(sales_order = doc.name(), "Sales Order submitted");
     }
     Ok(upserted(cmd, &doc, found.created))
+}
+
+/// The deal's order across its revisions (see [`shared::erpnext::sales_order`]).
+async fn current(site: &ErpSite, deal: &str, what: &str) -> Result<DealOrder, StepError> {
+    deal_order(&site.client, deal, LIST_FIELDS)
+        .await
+        .map_err(|e| StepError::erp(what, e))
+}
+
+/// A deal whose every order revision is cancelled: nothing is created again (that would undo
+/// someone's decision in ERPNext); the deal is flagged until the order is amended.
+fn cancelled(cmd: &SyncDeal, doc: &Doc) -> ErpOutcome {
+    metrics::step(SALES_ORDER, "cancelled");
+    ErpOutcome::SalesOrderConflict {
+        hubspot_deal_id: cmd.hubspot_deal_id.clone(),
+        sales_order: doc.name().to_string(),
+        reason: format!(
+            "Sales Order {} is cancelled in ERPNext and has no amendment; amend it in ERPNext \
+             to continue, lead2ledger does not create a new one",
+            doc.name()
+        ),
+    }
 }
 
 fn upserted(cmd: &SyncDeal, doc: &Doc, created: bool) -> ErpOutcome {
@@ -178,6 +222,17 @@ fn header_fields(cmd: &SyncDeal, parties: &Parties<'_>) -> Map<String, Value> {
     m
 }
 
+/// The child tables lead2ledger sets: the lines, and the template's tax rows when the order has
+/// a template (ERPNext does not fill them over REST; see [`crate::taxes`]).
+fn tables(cmd: &SyncDeal, taxes: Option<&[Map<String, Value>]>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("items".into(), items_json(cmd));
+    if let Some(rows) = taxes {
+        m.insert("taxes".into(), json!(rows));
+    }
+    m
+}
+
 fn items_json(cmd: &SyncDeal) -> Value {
     let delivery = cmd.order.delivery_date.to_string();
     Value::Array(
@@ -198,8 +253,14 @@ fn items_json(cmd: &SyncDeal) -> Value {
     )
 }
 
-/// Human-readable differences between the Sales Order and what the deal says now.
-pub fn differences(doc: &Doc, cmd: &SyncDeal, parties: &Parties<'_>) -> Vec<String> {
+/// Human-readable differences between the Sales Order and what the deal says now (`taxes`: the
+/// template's rows, when the order has a template).
+pub fn differences(
+    doc: &Doc,
+    cmd: &SyncDeal,
+    parties: &Parties<'_>,
+    taxes: Option<&[Map<String, Value>]>,
+) -> Vec<String> {
     let o = &cmd.order;
     let mut out = Vec::new();
     let mut check = |field: &str, want: Option<&str>| {
@@ -230,6 +291,24 @@ pub fn differences(doc: &Doc, cmd: &SyncDeal, parties: &Parties<'_>) -> Vec<Stri
             show_lines(&have),
             show_lines(&want)
         ));
+    }
+    if let Some(rows) = taxes {
+        let have = taxes::keys(
+            &doc.table("taxes")
+                .into_iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+        );
+        let want = taxes::keys(rows);
+        if !taxes::same(&have, &want) {
+            let show = |t: &[taxes::TaxKey]| {
+                t.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push(format!("taxes [{}] → [{}]", show(&have), show(&want)));
+        }
     }
     out
 }
@@ -337,6 +416,7 @@ mod tests {
                 set_warehouse: None,
                 submit: false,
                 items,
+                receivable_account: None,
             },
         }
     }
@@ -375,13 +455,13 @@ mod tests {
             customer: "Globex",
             ..Default::default()
         };
-        assert!(differences(&doc, &c, &parties).is_empty());
+        assert!(differences(&doc, &c, &parties, None).is_empty());
         // ERPNext rounds rates to the cent.
         let c = cmd(vec![
             line("SKU-WIDGET", 10.0, 24.999),
             line("SKU-SERVICE", 4.0, 150.0),
         ]);
-        assert!(differences(&doc, &c, &parties).is_empty());
+        assert!(differences(&doc, &c, &parties, None).is_empty());
     }
 
     #[test]
@@ -392,7 +472,7 @@ mod tests {
             customer: "Globex - 1",
             ..Default::default()
         };
-        let d = differences(&doc, &c, &parties);
+        let d = differences(&doc, &c, &parties, None);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d[0].starts_with("customer"), "{d:?}");
         assert!(

@@ -3,21 +3,29 @@
 //! ERPNext stamps documents with a naive site-local `modified` (`2026-11-24 12:17:35.284407`),
 //! HubSpot with UTC instants. DESIGN §5 asks writers to compare the two so an older HubSpot change
 //! never overwrites a newer ERPNext document; that needs the site's time zone
-//! (`erpnext.time_zone`), which is all this module adds to the client.
+//! (`erpnext.time_zone`). It also holds what a process caches about the site (tax templates).
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use shared::erpnext::ErpNextClient;
 
+use crate::taxes::TaxTemplates;
+
 #[derive(Debug, Clone)]
 pub struct ErpSite {
     pub client: ErpNextClient,
     pub time_zone: Tz,
+    /// Tax template rows, cached for every command this process applies.
+    pub taxes: TaxTemplates,
 }
 
 impl ErpSite {
     pub fn new(client: ErpNextClient, time_zone: Tz) -> Self {
-        Self { client, time_zone }
+        Self {
+            client,
+            time_zone,
+            taxes: TaxTemplates::default(),
+        }
     }
 
     /// ERPNext's naive `modified` as a UTC instant; `None` when missing or unparseable.

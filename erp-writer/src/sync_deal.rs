@@ -8,7 +8,7 @@
 use shared::commands::{ErpOutcome, SyncDeal};
 
 use crate::contact::upsert_contact;
-use crate::customer::{upsert_address, upsert_customer};
+use crate::customer::{PartyAccount, upsert_address, upsert_customer};
 use crate::error::{StepError, StepFailure};
 use crate::sales_order::{Parties, upsert_sales_order};
 use crate::site::ErpSite;
@@ -32,7 +32,16 @@ async fn steps(
     applied: &mut Vec<ErpOutcome>,
 ) -> Result<(), StepError> {
     let company = &cmd.customer.hubspot_company_id;
-    let customer = upsert_customer(site, &cmd.customer).await?;
+    let party_account = cmd
+        .order
+        .receivable_account
+        .as_deref()
+        .map(|account| PartyAccount {
+            company: &cmd.order.company,
+            account,
+            currency: &cmd.order.currency,
+        });
+    let customer = upsert_customer(site, &cmd.customer, party_account).await?;
     applied.push(ErpOutcome::CustomerUpserted {
         hubspot_company_id: company.clone(),
         customer: customer.name.clone(),

@@ -158,14 +158,11 @@ pub async fn find_first(
         .map_err(|e| StepError::erp(what, e))
 }
 
-/// Oldest first, ties broken by name, so every writer picks the same one of several matches.
-pub const OLDEST_FIRST: &str = "creation asc, name asc";
-
 /// `[field = value]` with `fields`, oldest first, one row.
 pub fn by_field(field: &str, value: &str, fields: &[&str]) -> ListQuery {
     ListQuery::new()
         .filter(field, "=", value)
         .fields(fields)
-        .order_by(OLDEST_FIRST)
+        .oldest_first()
         .limit(1)
 }

@@ -72,7 +72,7 @@ async fn current(s: &Services, id: &str) -> Result<Decision, MapError> {
                 Ok(Decision::Emit(vec![needs_review(
                     s,
                     id,
-                    map::modified(&deal, chrono::Utc::now()),
+                    chrono::Utc::now(),
                     &format!("deal left the won stage after Sales Order {so} was created: {why}"),
                 )?]))
             }

@@ -106,7 +106,9 @@ impl MapperHandler {
             .seen_by(consumer, key, &envelope.id.to_string(), inner.seen_ttl)
             .await
         {
-            tracing::debug!(idempotency_key = key, routing_key = %msg.routing_key, "duplicate event dropped");
+            // Dropping is a decision about data: visible at INFO (and counted by the runtime as
+            // `l2l_messages_acked_total{outcome="duplicate"}`).
+            tracing::info!(idempotency_key = key, correlation_id = %envelope.correlation_id, routing_key = %msg.routing_key, "duplicate event dropped");
             return Ok(Outcome::Duplicate);
         }
         let decision = match self.decide(&msg).await {

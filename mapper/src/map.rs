@@ -515,6 +515,7 @@ pub fn sync_deal(
             taxes_and_charges: o.tax_template(&company_country(ctx.cfg, company)),
             set_warehouse: o.warehouse(),
             submit: o.submit,
+            receivable_account: o.receivable_account(&currency(ctx.cfg, deal)),
             items,
         },
         customer,
@@ -631,7 +632,10 @@ mod tests {
         assert_eq!(cmd.customer.customer_name, "ACME GmbH");
         assert_eq!(cmd.customer.customer_type, "Company");
         assert_eq!(cmd.customer.customer_group, "Commercial");
-        assert_eq!(cmd.customer.territory, "All Territories");
+        assert_eq!(
+            cmd.customer.territory, "United States",
+            "default country US → the Territory ERPNext's wizard made for it"
+        );
         assert_eq!(
             cmd.customer.website.as_deref(),
             Some("acme.example"),

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use shared::commands::{ErpOutcome, SyncStatus, UpdateCrmObject};
 use shared::envelope::{Envelope, Kind};
 use shared::mapping::WritebackConfig;
@@ -20,7 +19,6 @@ use crate::deal::short_reason;
 use crate::emit::{Command, Decision};
 use crate::error::MapError;
 use crate::handler::Services;
-use crate::map::parse_erpnext_time;
 use crate::markers::Record;
 use crate::metrics;
 
@@ -33,13 +31,29 @@ pub fn sales_order_url(base: &Url, name: &str) -> String {
     url.to_string()
 }
 
+/// The deal's Sales Order properties: its name and its link in the ERPNext desk. The outcome of
+/// erp-writer and the sweep ([`crate::sweep`]) both write these.
+pub fn sales_order_link(
+    w: &WritebackConfig,
+    app_url: &Url,
+    sales_order: &str,
+) -> [(String, String); 2] {
+    [
+        (w.deal_sales_order.clone(), sales_order.to_string()),
+        (
+            w.deal_sales_order_url.clone(),
+            sales_order_url(app_url, sales_order),
+        ),
+    ]
+}
+
 /// The CRM command an outcome calls for, if any. `occurred_at` is the outcome message's time
-/// (used when the outcome has no ERPNext `modified`); `now` stamps a conflict, which must win
-/// over any earlier "synced".
+/// (when erp-writer observed the fact); `now` stamps a conflict, which must win over any
+/// earlier "synced". Both are lead2ledger's clock: sync statuses are never ordered by ERPNext's
+/// naive site time against HubSpot's.
 pub fn crm_update(
     w: &WritebackConfig,
     app_url: &Url,
-    tz: Tz,
     outcome: &ErpOutcome,
     occurred_at: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -60,25 +74,25 @@ pub fn crm_update(
         ErpOutcome::SalesOrderUpserted {
             hubspot_deal_id,
             sales_order,
-            modified,
             ..
         } => Some((
             Kind::CrmUpdateDeal,
             UpdateCrmObject {
                 object_id: hubspot_deal_id.clone(),
-                properties: BTreeMap::from([
-                    (w.deal_sales_order.clone(), sales_order.clone()),
-                    (
-                        w.deal_sales_order_url.clone(),
-                        sales_order_url(app_url, sales_order),
-                    ),
-                    (
-                        w.deal_sync_status.clone(),
-                        SyncStatus::Synced.as_str().to_string(),
-                    ),
-                    (w.deal_sync_message.clone(), String::new()),
-                ]),
-                source_modified: parse_erpnext_time(modified, tz).unwrap_or(occurred_at),
+                properties: sales_order_link(w, app_url, sales_order)
+                    .into_iter()
+                    .chain([
+                        (
+                            w.deal_sync_status.clone(),
+                            SyncStatus::Synced.as_str().to_string(),
+                        ),
+                        (w.deal_sync_message.clone(), String::new()),
+                    ])
+                    .collect(),
+                // When erp-writer saw the order, not the order's ERPNext `modified`: every sync
+                // status is stamped by lead2ledger's clock, so "synced" after a re-won deal
+                // supersedes the "needs_review" before it even when the order itself is old.
+                source_modified: occurred_at,
             },
         )),
         ErpOutcome::SalesOrderConflict {
@@ -101,6 +115,23 @@ pub fn crm_update(
                     ),
                 ]),
                 source_modified: now,
+            },
+        )),
+        ErpOutcome::SyncFailed {
+            hubspot_deal_id,
+            reason,
+        } => Some((
+            Kind::CrmUpdateDeal,
+            UpdateCrmObject {
+                object_id: hubspot_deal_id.clone(),
+                properties: BTreeMap::from([
+                    (
+                        w.deal_sync_status.clone(),
+                        SyncStatus::Error.as_str().to_string(),
+                    ),
+                    (w.deal_sync_message.clone(), short_reason(reason)),
+                ]),
+                source_modified: occurred_at,
             },
         )),
         ErpOutcome::AddressUpserted { .. } | ErpOutcome::ContactUpserted { .. } => None,
@@ -152,12 +183,18 @@ pub async fn on_outcome(
             metrics::needs_review("sales_order_submitted");
             tracing::warn!(deal = %hubspot_deal_id, %sales_order, %reason, "deal changed after its Sales Order was submitted: flagged for review");
         }
+        ErpOutcome::SyncFailed {
+            hubspot_deal_id,
+            reason,
+        } => {
+            metrics::sync_failed();
+            tracing::warn!(deal = %hubspot_deal_id, %reason, "erp-writer parked the deal's command: flagged as error");
+        }
         ErpOutcome::AddressUpserted { .. } => {}
     }
     match crm_update(
         &s.cfg.writeback,
         &s.app_url,
-        s.tz,
         outcome,
         parent.occurred_at,
         Utc::now(),
@@ -195,7 +232,6 @@ mod tests {
     fn outcomes_become_crm_updates() {
         let w = WritebackConfig::default();
         let base = Url::parse("https://erp.example.com").expect("url");
-        let tz = chrono_tz::America::New_York;
         let (occurred, now) = (at("2026-11-24T17:00:00Z"), at("2026-11-24T18:00:00Z"));
 
         let o = ErpOutcome::SalesOrderUpserted {
@@ -207,7 +243,7 @@ mod tests {
             created: true,
             modified: "2026-11-24 12:17:39.499006".into(),
         };
-        let (kind, u) = crm_update(&w, &base, tz, &o, occurred, now).expect("update");
+        let (kind, u) = crm_update(&w, &base, &o, occurred, now).expect("update");
         assert_eq!(kind, Kind::CrmUpdateDeal);
         assert_eq!(u.object_id, "42");
         assert_eq!(u.properties["erpnext_sales_order"], "SAL-ORD-2026-00001");
@@ -220,14 +256,15 @@ mod tests {
             u.properties["erpnext_sync_message"], "",
             "synced clears the reason"
         );
-        assert_eq!(u.source_modified, at("2026-11-24T17:17:39.499006Z"));
+        // Stamped when observed (one clock), not with the order's ERPNext `modified`.
+        assert_eq!(u.source_modified, occurred);
 
         let o = ErpOutcome::SalesOrderConflict {
             hubspot_deal_id: "42".into(),
             sales_order: "SAL-ORD-2026-00001".into(),
             reason: "submitted".into(),
         };
-        let (_, u) = crm_update(&w, &base, tz, &o, occurred, now).expect("update");
+        let (_, u) = crm_update(&w, &base, &o, occurred, now).expect("update");
         assert_eq!(u.properties["erpnext_sync_status"], "needs_review");
         assert_eq!(
             u.properties["erpnext_sync_message"],
@@ -240,7 +277,7 @@ mod tests {
             customer: "Globex Corporation".into(),
             created: true,
         };
-        let (kind, u) = crm_update(&w, &base, tz, &o, occurred, now).expect("update");
+        let (kind, u) = crm_update(&w, &base, &o, occurred, now).expect("update");
         assert_eq!(kind, Kind::CrmUpdateCompany);
         assert_eq!(
             u.properties,
@@ -255,7 +292,7 @@ mod tests {
             address: "a".into(),
             created: true,
         };
-        assert_eq!(crm_update(&w, &base, tz, &o, occurred, now), None);
+        assert_eq!(crm_update(&w, &base, &o, occurred, now), None);
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct SalesOrderSpec {
     /// Submit (docstatus 1) or leave as Draft.
     pub submit: bool,
     pub items: Vec<OrderLine>,
+    /// The customer's receivable account for this order's currency
+    /// (`[mapping.order.receivable_accounts]`); `None`: the company's default.
+    #[serde(default)]
+    pub receivable_account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +190,12 @@ pub enum ErpOutcome {
         sales_order: String,
         reason: String,
     },
+    /// erp-writer could not apply the deal's command and parked it in its dead-letter queue:
+    /// the deal shows `error` with the reason until a replay succeeds.
+    SyncFailed {
+        hubspot_deal_id: String,
+        reason: String,
+    },
 }
 
 impl ErpOutcome {
@@ -197,6 +207,7 @@ impl ErpOutcome {
             ErpOutcome::ContactUpserted { .. } => "contact_upserted",
             ErpOutcome::SalesOrderUpserted { .. } => "sales_order_upserted",
             ErpOutcome::SalesOrderConflict { .. } => "sales_order_conflict",
+            ErpOutcome::SyncFailed { .. } => "sync_failed",
         };
         format!("outcome.erp.{t}")
     }

@@ -47,6 +47,14 @@ end
 return 0
 ";
 
+/// Compare-and-extend: only the holder of a lease may renew it.
+const RENEW_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
     #[error("dedup key is empty")]
@@ -116,6 +124,7 @@ pub struct Dedup {
     names: Names,
     timeout: Duration,
     release: redis::Script,
+    renew: redis::Script,
     log: Arc<LogThrottle>,
 }
 
@@ -135,6 +144,7 @@ impl Dedup {
             names,
             timeout: DEFAULT_TIMEOUT,
             release: redis::Script::new(RELEASE_SCRIPT),
+            renew: redis::Script::new(RENEW_SCRIPT),
             log: Arc::new(LogThrottle::new(Duration::from_secs(30))),
         }
     }
@@ -275,6 +285,22 @@ impl Dedup {
             Some(_) => ReleaseResult::NotHeld,
             None => ReleaseResult::Unknown,
         })
+    }
+
+    /// Extend a lease we still hold to `ttl` from now: `Some(true)` renewed, `Some(false)` it
+    /// expired (another worker may hold it now), `None` Redis did not answer.
+    pub async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<bool>, DedupError> {
+        check(&lease.key, ttl)?;
+        let redis_key = self.names.lease_key(&lease.key);
+        let mut inv = self.renew.key(&redis_key);
+        inv.arg(&lease.value).arg(millis(ttl));
+        let mut conn = self.conn.clone();
+        let result = tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await;
+        Ok(self.absorb("renew", result).map(|n| n > 0))
     }
 
     /// `SET <ns>:done:<key> <result> EX <ttl>` after the effect is durable. `false` when Redis did

@@ -50,9 +50,26 @@ impl HubSpotEvent {
         self.subscription_type.split_once('.')
     }
 
-    /// DESIGN §2: `hubspot:<portalId>:<eventId>`.
+    /// `hubspot:<portalId>:<eventId>:<subscriptionType>:<object>:<occurredAt>[:<property>]`.
+    /// HubSpot documents `eventId` as "not guaranteed to be unique", so the ID alone would
+    /// drop a second, different event that happens to share it; a redelivery of the same event
+    /// repeats every one of these fields (only `attemptNumber` changes) and keeps its key.
     pub fn idempotency_key(&self) -> String {
-        format!("hubspot:{}:{}", self.portal_id, self.event_id)
+        let mut key = format!(
+            "hubspot:{}:{}:{}:{}:{}",
+            self.portal_id,
+            self.event_id,
+            self.subscription_type,
+            self.subject_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            self.occurred_at
+        );
+        if let Some(property) = &self.property_name {
+            key.push(':');
+            key.push_str(property);
+        }
+        key
     }
 
     /// The object the event is about: `objectId`, or `fromObjectId` on association changes.
@@ -126,7 +143,48 @@ mod tests {
             Some(("deal", "propertyChange"))
         );
         assert_eq!(events[4].property_value.as_deref(), Some("closedwon"));
-        assert_eq!(events[0].idempotency_key(), "hubspot:62515:3771652900");
+        assert_eq!(
+            events[0].idempotency_key(),
+            format!(
+                "hubspot:62515:3771652900:deal.creation:{}:{}",
+                events[0].object_id.expect("object"),
+                events[0].occurred_at
+            )
+        );
+    }
+
+    #[test]
+    fn different_events_sharing_an_id_have_different_keys() {
+        let events: Vec<HubSpotEvent> =
+            serde_json::from_str(&contract("hubspot/webhooks/batch_mixed.json")).expect("events");
+        let mut other = events[4].clone();
+        other.object_id = other.object_id.map(|id| id + 1);
+        assert_ne!(
+            events[4].idempotency_key(),
+            other.idempotency_key(),
+            "another deal"
+        );
+        let mut other = events[4].clone();
+        other.property_name = Some("amount".into());
+        assert_ne!(
+            events[4].idempotency_key(),
+            other.idempotency_key(),
+            "another property"
+        );
+        let mut other = events[4].clone();
+        other.subscription_type = "deal.creation".into();
+        assert_ne!(
+            events[4].idempotency_key(),
+            other.idempotency_key(),
+            "another type"
+        );
+        let mut other = events[4].clone();
+        other.occurred_at += 1;
+        assert_ne!(
+            events[4].idempotency_key(),
+            other.idempotency_key(),
+            "another time"
+        );
     }
 
     #[test]

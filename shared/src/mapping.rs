@@ -93,7 +93,8 @@ impl Default for CustomerMapping {
             customer_type: "Company".into(),
             customer_group: "Commercial".into(),
             territory: "All Territories".into(),
-            territories: BTreeMap::new(),
+            // ERPNext's setup wizard creates a Territory for the company's country.
+            territories: [("United States".to_string(), "United States".to_string())].into(),
             default_currency: None,
         }
     }
@@ -281,6 +282,12 @@ pub struct OrderMapping {
     pub default_tax_template: Option<String>,
     /// `true`: submit the Sales Order; `false`: leave it as Draft for review in ERPNext.
     pub submit: bool,
+    /// Order currency → ERPNext receivable Account in that currency (Account Type Receivable,
+    /// Account Currency the same). ERPNext invoices a customer only through a receivable account
+    /// in the document's currency, so a customer created for a deal in one of these currencies
+    /// gets that account as its party account for `company`. Currencies not listed use the
+    /// company's default receivable account.
+    pub receivable_accounts: BTreeMap<String, String>,
 }
 
 impl Default for OrderMapping {
@@ -300,6 +307,11 @@ impl Default for OrderMapping {
             .into(),
             default_tax_template: None,
             submit: false,
+            receivable_accounts: [
+                ("EUR".to_string(), "Debtors EUR - ATL".to_string()),
+                ("GBP".to_string(), "Debtors GBP - ATL".to_string()),
+            ]
+            .into(),
         }
     }
 }
@@ -320,6 +332,14 @@ impl OrderMapping {
 
     pub fn warehouse(&self) -> Option<String> {
         self.warehouse.clone().filter(|s| !s.is_empty())
+    }
+
+    /// The receivable account for an order currency, when one is mapped.
+    pub fn receivable_account(&self, currency: &str) -> Option<String> {
+        self.receivable_accounts
+            .get(currency)
+            .cloned()
+            .filter(|a| !a.is_empty())
     }
 }
 

@@ -189,6 +189,7 @@ pub fn deal(tag: &str) -> SyncDeal {
                 line("SKU-WIDGET", 10.0, 25.0),
                 line("SKU-SERVICE", 4.0, 150.0),
             ],
+            receivable_account: None,
         },
     }
 }

@@ -92,6 +92,13 @@ async fn sync_deal_creates_customer_address_contacts_and_sales_order() {
         Some(918.0),
         "850 + 8% from the tax template"
     );
+    // ERPNext does not fill the rows from the template over REST: the writer sent them.
+    let taxes = so["taxes"].as_array().expect("taxes");
+    assert_eq!(taxes.len(), 1, "{taxes:#?}");
+    assert_eq!(str_of(&taxes[0], "account_head"), "Sales Tax - ATL");
+    assert_eq!(str_of(&taxes[0], "charge_type"), "On Net Total");
+    assert_eq!(taxes[0]["rate"].as_f64(), Some(8.0));
+    assert_eq!(so["total_taxes_and_charges"].as_f64(), Some(68.0));
 
     // One outcome per step, in order.
     let kinds: Vec<String> = outcomes.iter().map(|o| o.routing_key()).collect();

@@ -295,6 +295,23 @@ async fn unknown_item_is_dead_lettered_with_frappes_message() {
         "{outcomes:#?}"
     );
     assert_eq!(sales_order_outcomes(&outcomes, "deal-sku"), 0);
+    // …and the deal is told at once, so HubSpot shows `error` with the reason.
+    let failed: Vec<&String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            ErpOutcome::SyncFailed {
+                hubspot_deal_id,
+                reason,
+            } if hubspot_deal_id == "deal-sku" => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{outcomes:#?}");
+    assert!(
+        failed[0].contains("permanent") && failed[0].contains("W-9"),
+        "{}",
+        failed[0]
+    );
     stop.cancel();
     w.cleanup().await;
 }
@@ -352,6 +369,59 @@ async fn outcome_envelopes_keep_the_correlation_and_are_routed_by_type() {
             outcome.idempotency_key
         );
     }
+    stop.cancel();
+    w.cleanup().await;
+}
+
+/// A writer SIGKILLed while holding a company's lease leaves the lease behind. The next writer
+/// waits for it to lapse (about one lease TTL) instead of sending the deal up the retry ladder,
+/// whose first tier here is a minute away: the order lands within a few seconds, and no copy
+/// ever went to a retry queue.
+#[tokio::test]
+async fn a_dead_writers_lease_delays_its_company_by_about_one_ttl() {
+    let mut w = World::start().await;
+    let ttl = Duration::from_secs(2);
+    w.ns.settings.redis.lease_ttl = ttl;
+    w.ns.settings.worker.retry_tiers = vec![Duration::from_secs(60)];
+    let stop = CancellationToken::new();
+    let broker = w.broker(&stop).await;
+    let cmd = deal("dead");
+    let dedup =
+        shared::dedup::Dedup::connect(&w.ns.settings.redis.url, w.ns.names()).expect("redis url");
+    let held = dedup
+        .acquire_lease("erp-writer:company:co-dead", "erp-writer/killed", ttl)
+        .await
+        .expect("lease");
+    assert!(
+        matches!(held, shared::dedup::LeaseResult::Acquired(_)),
+        "{held:?}"
+    );
+    let started = std::time::Instant::now();
+    let writer = Writer::spawn(w.settings());
+    publish(&broker, &sync_envelope(&cmd, "evt-dead")).await;
+    outcomes_until(&w, Duration::from_secs(20), "the Sales Order", |o| {
+        sales_order_outcomes(o, "deal-dead") == 1
+    })
+    .await;
+    let took = started.elapsed();
+    writer.stop().await;
+    assert!(
+        took >= ttl - Duration::from_millis(300),
+        "the order must wait for the dead writer's lease ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "about one lease TTL, not a retry tier ({took:?})"
+    );
+    let retry_queue =
+        w.ns.names()
+            .retry_queue(WorkQueue::ErpWriter, Duration::from_secs(60));
+    assert_eq!(queue_len(&w.ns.settings.amqp.url, &retry_queue).await, 0);
+    assert_eq!(
+        w.docs_where("Sales Order", "hubspot_deal_id", "deal-dead")
+            .len(),
+        1
+    );
     stop.cancel();
     w.cleanup().await;
 }

@@ -56,7 +56,7 @@ async fn won_deal_becomes_one_sync_deal_within_four_hubspot_calls() {
     );
     assert_eq!(
         (c.customer_group.as_str(), c.territory.as_str()),
-        ("Commercial", "All Territories")
+        ("Commercial", "United States")
     );
     let a = sync.address.as_ref().expect("address");
     assert_eq!(

@@ -57,3 +57,29 @@ async fn same_webhook_batch_delivered_three_times_yields_one_command() {
     let _ = ingest.await;
     env.finish().await;
 }
+
+/// HubSpot says `eventId` is "not guaranteed to be unique": two different deals won under the
+/// same event ID are two events, and each deal gets its command.
+#[tokio::test]
+async fn two_different_events_sharing_an_id_are_both_handled() {
+    let env = TestEnv::start().await;
+    let a = seed_won_deal(&env.hubspot, "Shared id A", 1, 1, true, &BTreeMap::new());
+    let b = seed_won_deal(&env.hubspot, "Shared id B", 1, 1, true, &BTreeMap::new());
+    env.publish_hubspot(&[deal_won(42, &a["deal"]), deal_won(42, &b["deal"])])
+        .await;
+    let (erp, _) = env.settle().await;
+    let mut deals: Vec<String> = erp
+        .iter()
+        .map(|t| {
+            t.envelope
+                .decode_payload::<shared::commands::SyncDeal>()
+                .expect("sync_deal")
+                .hubspot_deal_id
+        })
+        .collect();
+    deals.sort();
+    let mut want = vec![a["deal"].clone(), b["deal"].clone()];
+    want.sort();
+    assert_eq!(deals, want, "{:?}", env.dead_letters().await);
+    env.finish().await;
+}

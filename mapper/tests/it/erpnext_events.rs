@@ -141,3 +141,96 @@ async fn customer_after_insert_writes_the_customer_id_to_the_company() {
     );
     env.finish().await;
 }
+
+/// erp-writer's `customer_upserted` outcome already wrote the Customer ID back; the Frappe
+/// webhook of the same insert must not write it a second time (one HubSpot call per company).
+#[tokio::test]
+async fn customer_after_insert_after_its_outcome_writes_nothing_more() {
+    let env = TestEnv::start().await;
+    env.publish_outcome(&shared::commands::ErpOutcome::CustomerUpserted {
+        hubspot_company_id: "hs-co-1001".into(),
+        customer: "Globex Corporation".into(),
+        created: true,
+    })
+    .await;
+    let (_, crm) = env.settle().await;
+    assert_eq!(crm.len(), 1, "the outcome's write-back");
+    env.publish_erpnext(
+        "Customer",
+        "after_insert",
+        captured_webhook("customer_after_insert.json"),
+    )
+    .await;
+    let (_, crm) = env.settle().await;
+    assert!(
+        crm.is_empty(),
+        "{:?}",
+        crm.iter().map(|t| t.crm()).collect::<Vec<_>>()
+    );
+    env.finish().await;
+}
+
+/// Someone cancels a deal's Sales Order in ERPNext and amends it: the deal follows the live
+/// amendment. A deal whose only order is cancelled shows it for review. Either way the mapper
+/// re-reads the revisions, so the webhook of any revision gives the same answer.
+#[tokio::test]
+async fn sales_order_cancel_and_amend_move_the_deal_to_the_live_revision() {
+    let env = TestEnv::start().await;
+    env.erpnext
+        .seed(
+            "Customer",
+            json!({"customer_name": "Globex Corporation", "customer_type": "Company", "customer_group": "Commercial",
+                   "territory": "United States", "hubspot_company_id": "hs-co-1001"}),
+        )
+        .expect("customer");
+    let order = |deal: &str, docstatus: i64, amended_from: Option<&str>| {
+        let mut doc = json!({"customer": "Globex Corporation", "company": "Acme Test Ltd",
+            "transaction_date": "2026-11-24", "delivery_date": "2026-12-15", "currency": "USD",
+            "hubspot_deal_id": deal, "docstatus": docstatus,
+            "items": [{"item_code": "SKU-WIDGET", "qty": 10, "rate": 25}]});
+        if let Some(from) = amended_from {
+            doc["amended_from"] = json!(from);
+        }
+        let seeded = env.erpnext.seed("Sales Order", doc).expect("sales order");
+        seeded["name"].as_str().expect("name").to_string()
+    };
+    let original = order("deal-amended", 2, None);
+    let amendment = order("deal-amended", 1, Some(&original));
+    let cancelled = order("deal-cancelled", 2, None);
+
+    // The cancel of the original arrives (late, after the amendment exists).
+    env.publish_erpnext(
+        "Sales Order",
+        "on_cancel",
+        json!({"name": original, "hubspot_deal_id": "deal-amended", "docstatus": 2,
+               "modified": "2026-11-24 12:00:00.000000"}),
+    )
+    .await;
+    env.publish_erpnext(
+        "Sales Order",
+        "on_cancel",
+        json!({"name": cancelled, "hubspot_deal_id": "deal-cancelled", "docstatus": 2,
+               "modified": "2026-11-24 12:00:00.000000"}),
+    )
+    .await;
+    let (erp, crm) = env.settle().await;
+    assert!(erp.is_empty(), "nothing is created again");
+    let mut by_deal: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for t in &crm {
+        assert_eq!(t.routing_key, "crm.update_deal");
+        let u = t.crm();
+        by_deal.insert(u.object_id, u.properties);
+    }
+    let amended = &by_deal["deal-amended"];
+    assert_eq!(amended["erpnext_sales_order"], amendment);
+    assert_eq!(amended["erpnext_sync_status"], "synced");
+    assert!(amended["erpnext_sales_order_url"].ends_with(&amendment));
+    let flagged = &by_deal["deal-cancelled"];
+    assert_eq!(flagged["erpnext_sales_order"], cancelled);
+    assert_eq!(flagged["erpnext_sync_status"], "needs_review");
+    assert!(
+        flagged["erpnext_sync_message"].contains("cancelled"),
+        "{flagged:?}"
+    );
+    env.finish().await;
+}

@@ -98,13 +98,35 @@ impl Doc {
     }
 }
 
+/// A list's sort order.
+#[derive(Debug, Clone)]
+enum Order {
+    /// Sent as given.
+    Raw(String),
+    /// `creation asc, name asc`, each qualified with the doctype's table: a child-table filter
+    /// joins the child table, which has its own `creation` and `name`, and MariaDB refuses the
+    /// bare column (HTTP 500, `OperationalError 1052 … is ambiguous`).
+    OldestFirst,
+}
+
+impl Order {
+    fn render(&self, doctype: &str) -> String {
+        match self {
+            Order::Raw(s) => s.clone(),
+            Order::OldestFirst => format!("`tab{doctype}`.creation asc, `tab{doctype}`.name asc"),
+        }
+    }
+}
+
 /// `GET /api/resource/<DocType>` parameters. Filters are Frappe's list form: `[field, op, value]`
 /// or, on a child table, `[ChildDocType, field, op, value]`.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     filters: Vec<Value>,
+    /// Frappe's `or_filters`: at least one holds (and every `filters` entry holds).
+    or_filters: Vec<Value>,
     fields: Vec<String>,
-    order_by: Option<String>,
+    order_by: Option<Order>,
     limit: Option<u32>,
     start: Option<u32>,
 }
@@ -117,6 +139,13 @@ impl ListQuery {
     /// `[field, op, value]`, e.g. `filter("hubspot_company_id", "=", "123")`.
     pub fn filter(mut self, field: &str, op: &str, value: impl Into<Value>) -> Self {
         self.filters.push(json!([field, op, value.into()]));
+        self
+    }
+
+    /// `[field, op, value]` in `or_filters`: the query keeps the rows where every filter holds
+    /// and at least one of these does (keyset paging: `modified > m` or `name > n`).
+    pub fn or_filter(mut self, field: &str, op: &str, value: impl Into<Value>) -> Self {
+        self.or_filters.push(json!([field, op, value.into()]));
         self
     }
 
@@ -139,9 +168,17 @@ impl ListQuery {
         self
     }
 
-    /// E.g. `"creation asc"`.
+    /// E.g. ``"`tabSales Invoice`.modified asc"``. Qualify every column with its table when
+    /// the query filters on a child table; [`ListQuery::oldest_first`] does that for you.
     pub fn order_by(mut self, order_by: &str) -> Self {
-        self.order_by = Some(order_by.to_string());
+        self.order_by = Some(Order::Raw(order_by.to_string()));
+        self
+    }
+
+    /// Oldest first, ties broken by name, so every reader picks the same one of several
+    /// matches; qualified with the doctype's table, so child-table filters may be combined.
+    pub fn oldest_first(mut self) -> Self {
+        self.order_by = Some(Order::OldestFirst);
         self
     }
 
@@ -157,16 +194,22 @@ impl ListQuery {
         self
     }
 
-    fn apply(&self, url: &mut Url) {
+    fn apply(&self, doctype: &str, url: &mut Url) {
         let mut q = url.query_pairs_mut();
         if !self.filters.is_empty() {
             q.append_pair("filters", &Value::Array(self.filters.clone()).to_string());
+        }
+        if !self.or_filters.is_empty() {
+            q.append_pair(
+                "or_filters",
+                &Value::Array(self.or_filters.clone()).to_string(),
+            );
         }
         if !self.fields.is_empty() {
             q.append_pair("fields", &json!(self.fields).to_string());
         }
         if let Some(o) = &self.order_by {
-            q.append_pair("order_by", o);
+            q.append_pair("order_by", &o.render(doctype));
         }
         if let Some(s) = self.start {
             q.append_pair("limit_start", &s.to_string());
@@ -281,7 +324,7 @@ impl ErpNextClient {
     /// `GET /api/resource/<DocType>?filters=…&fields=…`.
     pub async fn list(&self, doctype: &str, query: &ListQuery) -> Result<Vec<Doc>, ErpNextError> {
         let mut url = self.resource_url(doctype, None);
-        query.apply(&mut url);
+        query.apply(doctype, &mut url);
         let body = self.send("list", doctype, Method::GET, url, None).await?;
         match body.get("data") {
             Some(Value::Array(rows)) => Ok(rows
@@ -320,7 +363,7 @@ impl ErpNextClient {
         let query = ListQuery::new()
             .filter(field, "=", value)
             .fields(&all)
-            .order_by("creation asc, name asc")
+            .oldest_first()
             .limit(1);
         Ok(self.list(doctype, &query).await?.into_iter().next())
     }
@@ -596,9 +639,9 @@ mod tests {
             .filter("hubspot_contact_id", "=", "hs-ct-2001")
             .child_filter("Dynamic Link", "link_name", "=", "Globex")
             .fields(&["name", "email_id"])
-            .order_by("creation asc, name asc")
+            .oldest_first()
             .limit(1)
-            .apply(&mut url);
+            .apply("Contact", &mut url);
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         assert_eq!(
             pairs,
@@ -608,7 +651,12 @@ mod tests {
                     r#"[["hubspot_contact_id","=","hs-ct-2001"],["Dynamic Link","link_name","=","Globex"]]"#.into()
                 ),
                 ("fields".into(), r#"["name","email_id"]"#.into()),
-                ("order_by".into(), "creation asc, name asc".into()),
+                // Qualified: the child-table filter joins `tabDynamic Link`, which has its own
+                // `creation` (live-findings/address_list_by_linked_customer_order_by_*.json).
+                (
+                    "order_by".into(),
+                    "`tabContact`.creation asc, `tabContact`.name asc".into()
+                ),
                 ("limit_page_length".into(), "1".into()),
             ]
         );

@@ -92,8 +92,11 @@ impl ErpNextError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ErpNextError::Api {
-                status, exc_type, ..
-            } => classify(*status, exc_type.as_deref()),
+                status,
+                exc_type,
+                message,
+                ..
+            } => classify(*status, exc_type.as_deref(), message),
             ErpNextError::Timeout { .. } | ErpNextError::Connect { .. } => ErrorClass::Transient,
             // A body we cannot read after a 2xx: the write may have happened; the caller's
             // lookup-before-create makes a retry safe, and a proxy hiccup is the likely cause.
@@ -170,9 +173,30 @@ const TRANSIENT_EXC_TYPES: &[&str] = &[
     "RateLimitExceededError",
 ];
 
-/// Classify one error response: `exc_type` first, then the status (DESIGN §4).
-pub fn classify(status: u16, exc_type: Option<&str>) -> ErrorClass {
+/// MariaDB errors that mean the query itself is wrong (a bug in the request or on the server),
+/// so the same request fails the same way every time: 1052 ambiguous column (an unqualified sort
+/// key next to a child-table filter), 1054 unknown column, 1064 syntax, 1146 no such table.
+const SQL_PROGRAMMING_ERRORS: &[u32] = &[1052, 1054, 1064, 1146];
+
+/// The MariaDB error code at the start of a pymysql message: `(1052, "Column …")` → 1052.
+fn sql_error_code(message: &str) -> Option<u32> {
+    let rest = message.trim_start().strip_prefix('(')?;
+    rest.split(',').next()?.trim().parse().ok()
+}
+
+/// Classify one error response: `exc_type` first (with `message` where the type alone does not
+/// tell), then the status (DESIGN §4).
+pub fn classify(status: u16, exc_type: Option<&str>, message: &str) -> ErrorClass {
     match exc_type {
+        // pymysql's errors reach the client as a bare 500. A wrong query is not worth the 36
+        // minutes of the retry ladder; a lock wait, a lost connection or a restart is.
+        Some("ProgrammingError") => return ErrorClass::Permanent,
+        Some("OperationalError") => {
+            return match sql_error_code(message) {
+                Some(code) if SQL_PROGRAMMING_ERRORS.contains(&code) => ErrorClass::Permanent,
+                _ => ErrorClass::Transient,
+            };
+        }
         Some("UniqueValidationError" | "DuplicateEntryError") => return ErrorClass::Duplicate,
         Some("AuthenticationError" | "PermissionError" | "SessionExpired" | "CSRFTokenError") => {
             return ErrorClass::Configuration;
@@ -318,7 +342,11 @@ mod tests {
     fn class_of(name: &str) -> (ErrorClass, FrappeError) {
         let (status, body) = contract(name);
         let parsed = parse_error_body(&body);
-        (classify(status, parsed.exc_type.as_deref()), parsed)
+        let message = parsed.message.clone().unwrap_or_default();
+        (
+            classify(status, parsed.exc_type.as_deref(), &message),
+            parsed,
+        )
     }
 
     #[test]
@@ -367,6 +395,11 @@ mod tests {
                 ErrorClass::Configuration,
             ),
             ("method_not_found.json", ErrorClass::Permanent),
+            // Real ERPNext's answer to an unqualified sort key beside a child-table filter.
+            (
+                "live-findings/address_list_by_linked_customer_order_by_creation_ambiguous.json",
+                ErrorClass::Permanent,
+            ),
         ];
         for (file, want) in cases {
             let (got, parsed) = class_of(file);
@@ -375,19 +408,63 @@ mod tests {
     }
 
     #[test]
-    fn status_decides_when_exc_type_is_unknown() {
-        assert_eq!(classify(500, None), ErrorClass::Transient);
-        assert_eq!(classify(502, Some("SomethingNew")), ErrorClass::Transient);
-        assert_eq!(classify(503, None), ErrorClass::Transient);
-        assert_eq!(classify(429, None), ErrorClass::Transient);
-        assert_eq!(classify(417, Some("SomethingNew")), ErrorClass::Permanent);
-        assert_eq!(classify(404, None), ErrorClass::Permanent);
-        assert_eq!(classify(401, None), ErrorClass::Configuration);
-        assert_eq!(classify(403, None), ErrorClass::Configuration);
-        // exc_type wins over the status.
-        assert_eq!(classify(500, Some("TypeError")), ErrorClass::Permanent);
+    fn sql_errors_are_permanent_only_when_the_query_is_wrong() {
+        let op = Some("OperationalError");
         assert_eq!(
-            classify(417, Some("TimestampMismatchError")),
+            classify(
+                500,
+                op,
+                "(1052, \"Column 'creation' in ORDER BY is ambiguous\")"
+            ),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            classify(500, op, "(1054, \"Unknown column 'x' in 'field list'\")"),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            classify(500, op, "(1205, 'Lock wait timeout exceeded')"),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify(
+                500,
+                op,
+                "(2013, 'Lost connection to MySQL server during query')"
+            ),
+            ErrorClass::Transient
+        );
+        assert_eq!(classify(500, op, "no code"), ErrorClass::Transient);
+        assert_eq!(
+            classify(
+                500,
+                Some("ProgrammingError"),
+                "(1064, 'You have an error in your SQL syntax')"
+            ),
+            ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn status_decides_when_exc_type_is_unknown() {
+        assert_eq!(classify(500, None, ""), ErrorClass::Transient);
+        assert_eq!(
+            classify(502, Some("SomethingNew"), ""),
+            ErrorClass::Transient
+        );
+        assert_eq!(classify(503, None, ""), ErrorClass::Transient);
+        assert_eq!(classify(429, None, ""), ErrorClass::Transient);
+        assert_eq!(
+            classify(417, Some("SomethingNew"), ""),
+            ErrorClass::Permanent
+        );
+        assert_eq!(classify(404, None, ""), ErrorClass::Permanent);
+        assert_eq!(classify(401, None, ""), ErrorClass::Configuration);
+        assert_eq!(classify(403, None, ""), ErrorClass::Configuration);
+        // exc_type wins over the status.
+        assert_eq!(classify(500, Some("TypeError"), ""), ErrorClass::Permanent);
+        assert_eq!(
+            classify(417, Some("TimestampMismatchError"), ""),
             ErrorClass::Transient
         );
     }

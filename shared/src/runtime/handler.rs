@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use crate::envelope::Envelope;
 
+use super::disposition::DeadLetterKind;
+
 /// One delivery, decoded.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -110,11 +112,35 @@ impl HandlerError {
 /// behind `&self` (clients, pools, Redis connections).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, msg: Incoming) -> impl Future<Output = Result<Outcome, HandlerError>> + Send;
+
+    /// Called when the handler's answer parked `msg` in the dead-letter queue (its copy is
+    /// confirmed there), before the original is acked: a handler whose failures someone must
+    /// see (erp-writer tells HubSpot, through the mapper, that a deal's order failed) reports it
+    /// here, waiting for its own confirms. Not called for messages the handler never saw
+    /// (undecodable, unknown kind, poison). The default does nothing.
+    fn dead_lettered(
+        &self,
+        msg: &Incoming,
+        kind: DeadLetterKind,
+        reason: &str,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (msg, kind, reason);
+        async {}
+    }
 }
 
 /// A shared handler is a handler: tests and binaries keep an `Arc` to inspect or reuse it.
 impl<H: Handler> Handler for std::sync::Arc<H> {
     fn handle(&self, msg: Incoming) -> impl Future<Output = Result<Outcome, HandlerError>> + Send {
         H::handle(self, msg)
+    }
+
+    fn dead_lettered(
+        &self,
+        msg: &Incoming,
+        kind: DeadLetterKind,
+        reason: &str,
+    ) -> impl Future<Output = ()> + Send {
+        H::dead_lettered(self, msg, kind, reason)
     }
 }
