@@ -1,6 +1,10 @@
 //! `erp-writer setup`: make an ERPNext site ready for lead2ledger, idempotently (DESIGN §8).
 //!
-//! Creates what is missing, corrects what differs, leaves what is right alone, and says which:
+//! Creates what is missing, corrects what differs, leaves what is right alone, and says which,
+//! per object: `created`, `updated: field, field`, or `unchanged`.
+//! - First the site's time zone (System Settings): `erpnext.time_zone` must name the zone ERPNext
+//!   stamps `modified` in, or every ordering decision is hours off; a mismatch is refused
+//!   before anything is written (`shared::erpnext::site_check`).
 //! - Custom Fields: `Customer.hubspot_company_id` (unique), `Contact.hubspot_contact_id`,
 //!   `Sales Order.hubspot_deal_id` (unique; copied onto the Sales Invoice by ERPNext's
 //!   order → invoice mapping because the Invoice has a field of the same name),
@@ -10,21 +14,40 @@
 //!   `<target>/webhooks/erpnext/<DocType>/<event>` (Frappe sends no event name, so it is in the
 //!   URL and in the body), JSON with a body template, an explicit `Content-Type:
 //!   application/json` header (Frappe sends none otherwise), and HMAC security with the shared
-//!   secret.
+//!   secret. Their names are ours (`lead2ledger-…`): a Webhook's name is prompted, and Frappe
+//!   refuses one inserted without it (`live-findings/webhook_create_without_name.json`).
 //!
-//! A second run finds everything present and changes nothing. The webhook secret cannot be
-//! compared (ERPNext masks it on read); it is written whenever a webhook is created or corrected.
+//! Every field setup sets is owned: on each run it is compared with what ERPNext holds, and what
+//! differs is written back (only that). The documents are lead2ledger's, so a hand edit of one of
+//! those fields (a header row added, the URL changed, the webhook disabled) is drift and is
+//! undone. Fields setup never sets (a webhook's queue, a custom field's description) are left
+//! alone. Two fields Frappe will not change in place (`webhook_doctype` and `webhook_docevent` are
+//! set-only-once) are corrected by deleting the Webhook and creating it again.
+//!
+//! The webhook secret: a Password field, which Frappe stores encrypted and shows on every read as
+//! `*` repeated to its length, so a GET cannot tell an old secret from a new one of the same
+//! length (that is how a rotation used to go unnoticed). Setup asks for it in clear with
+//! `frappe.client.get_password`, which Frappe allows a System Manager, the role that may write
+//! Webhooks at all, so whoever can run setup can read it. Comparing the secret itself is the only
+//! check that also catches a secret changed by hand in the desk; a fingerprint we kept beside it
+//! would still say "unchanged" then, and writing it on every run would make a second run change
+//! something. If the secret cannot be read back (a role that may write Webhooks without being
+//! System Manager, no secret stored), setup writes it and says so. The secret read back is held
+//! only for the comparison and never printed or logged.
 
 use std::fmt::Write as _;
 
-use secrecy::ExposeSecret;
-use serde_json::{Value, json};
-use shared::config::Settings;
-use shared::erpnext::{Doc, ErpNextClient, ErpNextError, ListQuery};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+use shared::config::{Problem, Settings};
+use shared::erpnext::site_check;
+use shared::erpnext::{Doc, ErpNextClient, ErpNextError, ErrorClass, ListQuery};
 use url::Url;
 
 pub const CUSTOM_FIELD: &str = "Custom Field";
 pub const WEBHOOK: &str = "Webhook";
+/// Frappe's whitelisted read of a Password field, System Manager only.
+pub const GET_PASSWORD: &str = "frappe.client.get_password";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -36,6 +59,9 @@ pub enum SetupError {
     },
     #[error("{0}")]
     Config(String),
+    /// `erpnext.time_zone` is not the site's; nothing was written.
+    #[error("{0}; nothing was changed")]
+    TimeZone(Problem),
 }
 
 /// What setup did to one document.
@@ -43,7 +69,7 @@ pub enum SetupError {
 pub enum Action {
     Created,
     Updated,
-    Present,
+    Unchanged,
 }
 
 impl Action {
@@ -51,7 +77,7 @@ impl Action {
         match self {
             Action::Created => "created",
             Action::Updated => "updated",
-            Action::Present => "already present",
+            Action::Unchanged => "unchanged",
         }
     }
 }
@@ -61,8 +87,21 @@ pub struct Row {
     pub doctype: &'static str,
     pub name: String,
     pub action: Action,
-    /// What differed, for `Updated`.
-    pub detail: String,
+    /// The fields written, for `Updated` (`webhook_docevent (re-created)` when the document had
+    /// to be replaced).
+    pub changed: Vec<String>,
+}
+
+impl Row {
+    /// `created`, `updated: request_url, enabled`, `unchanged`.
+    pub fn result(&self) -> String {
+        match self.action {
+            Action::Updated if !self.changed.is_empty() => {
+                format!("updated: {}", self.changed.join(", "))
+            }
+            a => a.as_str().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,8 +115,12 @@ impl SetupReport {
     }
 
     /// True when the run changed nothing.
-    pub fn all_present(&self) -> bool {
-        self.count(Action::Present) == self.rows.len()
+    pub fn unchanged(&self) -> bool {
+        self.count(Action::Unchanged) == self.rows.len()
+    }
+
+    pub fn row(&self, name: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.name == name)
     }
 }
 
@@ -100,25 +143,14 @@ impl std::fmt::Display for SetupReport {
         let mut out = String::new();
         let _ = writeln!(out, "{:<w0$}  {:<w1$}  result", "doctype", "name");
         for r in &self.rows {
-            let detail = if r.detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", r.detail)
-            };
-            let _ = writeln!(
-                out,
-                "{:<w0$}  {:<w1$}  {}{detail}",
-                r.doctype,
-                r.name,
-                r.action.as_str()
-            );
+            let _ = writeln!(out, "{:<w0$}  {:<w1$}  {}", r.doctype, r.name, r.result());
         }
         let _ = write!(
             out,
-            "{} created, {} updated, {} already present",
+            "{} created, {} updated, {} unchanged",
             self.count(Action::Created),
             self.count(Action::Updated),
-            self.count(Action::Present)
+            self.count(Action::Unchanged)
         );
         f.write_str(&out)
     }
@@ -132,6 +164,8 @@ pub struct CustomFieldSpec {
     pub label: &'static str,
     pub unique: bool,
     pub insert_after: &'static str,
+    /// Not copied into a new document made from this one (duplicate, amendment).
+    pub no_copy: bool,
 }
 
 pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
@@ -141,6 +175,7 @@ pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
         label: "HubSpot Company ID",
         unique: true,
         insert_after: "customer_name",
+        no_copy: false,
     },
     CustomFieldSpec {
         dt: "Contact",
@@ -148,13 +183,26 @@ pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
         label: "HubSpot Contact ID",
         unique: false,
         insert_after: "last_name",
+        no_copy: false,
     },
+    // Every revision of a deal's order carries its ID (ERPNext copies it into an amendment);
+    // only the order lead2ledger creates carries the unique, never-copied key, which keeps two
+    // writers from both creating one and still lets a human amend a cancelled order.
     CustomFieldSpec {
         dt: "Sales Order",
         fieldname: "hubspot_deal_id",
         label: "HubSpot Deal ID",
-        unique: true,
+        unique: false,
         insert_after: "customer",
+        no_copy: false,
+    },
+    CustomFieldSpec {
+        dt: "Sales Order",
+        fieldname: "hubspot_deal_key",
+        label: "HubSpot Deal Key",
+        unique: true,
+        insert_after: "hubspot_deal_id",
+        no_copy: true,
     },
     CustomFieldSpec {
         dt: "Sales Invoice",
@@ -162,32 +210,68 @@ pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
         label: "HubSpot Deal ID",
         unique: false,
         insert_after: "customer",
+        no_copy: false,
     },
 ];
+
+impl CustomFieldSpec {
+    /// Every field setup owns on the Custom Field document (`dt` and `fieldname` are its
+    /// identity). A unique field already has an index; a non-unique one is looked up by value,
+    /// so it gets one.
+    pub fn owned(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("label".into(), json!(self.label));
+        m.insert("fieldtype".into(), json!("Data"));
+        m.insert("unique".into(), json!(i32::from(self.unique)));
+        m.insert("insert_after".into(), json!(self.insert_after));
+        m.insert("in_standard_filter".into(), json!(1));
+        m.insert("search_index".into(), json!(i32::from(!self.unique)));
+        m.insert("no_copy".into(), json!(i32::from(self.no_copy)));
+        m.insert("translatable".into(), json!(0));
+        m
+    }
+}
 
 /// One Webhook lead2ledger needs.
 #[derive(Debug, Clone)]
 pub struct WebhookSpec {
     pub doctype: &'static str,
     pub event: &'static str,
+    /// Frappe's condition (Python on `doc`): only matching documents are sent.
+    pub condition: Option<&'static str>,
 }
 
 pub const WEBHOOKS: &[WebhookSpec] = &[
     WebhookSpec {
         doctype: "Sales Invoice",
         event: "on_submit",
+        condition: None,
     },
     WebhookSpec {
         doctype: "Sales Invoice",
         event: "on_change",
+        condition: None,
     },
     WebhookSpec {
         doctype: "Sales Invoice",
         event: "on_cancel",
+        condition: None,
     },
     WebhookSpec {
         doctype: "Customer",
         event: "after_insert",
+        condition: None,
+    },
+    // A cancelled order, and the amendment that replaces it: the deal must follow.
+    WebhookSpec {
+        doctype: "Sales Order",
+        event: "on_cancel",
+        condition: None,
+    },
+    WebhookSpec {
+        doctype: "Sales Order",
+        event: "after_insert",
+        condition: Some("doc.amended_from"),
     },
 ];
 
@@ -230,6 +314,12 @@ impl WebhookSpec {
                     "{{ doc[\"items\"] | map(attribute=\"sales_order\") | unique | list | tojson }}".into(),
                 ),
             ]),
+            "Sales Order" => fields.extend([
+                ("docstatus", "{{ doc.docstatus }}".to_string()),
+                ("status", "{{ doc.status | tojson }}".into()),
+                ("hubspot_deal_id", "{{ doc.hubspot_deal_id | tojson }}".into()),
+                ("amended_from", "{{ doc.amended_from | tojson }}".into()),
+            ]),
             _ => fields.extend([
                 ("customer_name", "{{ doc.customer_name | tojson }}".to_string()),
                 ("hubspot_company_id", "{{ doc.hubspot_company_id | tojson }}".into()),
@@ -242,7 +332,35 @@ impl WebhookSpec {
             .collect();
         format!("{{\n{}\n}}", body.join(",\n"))
     }
+
+    /// Every field setup owns on the Webhook, the secret aside (see the module doc).
+    pub fn owned(&self, target: &Url) -> Vec<(&'static str, Value)> {
+        vec![
+            ("webhook_doctype", json!(self.doctype)),
+            ("webhook_docevent", json!(self.event)),
+            ("enabled", json!(1)),
+            (
+                "condition",
+                self.condition.map_or(Value::Null, |c| json!(c)),
+            ),
+            ("request_url", json!(self.url(target))),
+            ("is_dynamic_url", json!(0)),
+            ("request_method", json!("POST")),
+            ("request_structure", json!("JSON")),
+            ("webhook_json", json!(self.body_template())),
+            ("timeout", json!(5)),
+            ("enable_security", json!(1)),
+            (
+                "webhook_headers",
+                json!([{"key": "Content-Type", "value": "application/json"}]),
+            ),
+            ("webhook_data", json!([])),
+        ]
+    }
 }
+
+/// Fields Frappe sets once, at insert (`set_only_once`); a difference means re-creating.
+const SET_ONLY_ONCE: &[&str] = &["webhook_doctype", "webhook_docevent"];
 
 fn slug(s: &str) -> String {
     s.to_lowercase().replace([' ', '_'], "-")
@@ -257,7 +375,8 @@ pub fn webhook_target(settings: &Settings) -> Url {
         .unwrap_or_else(|| settings.ingest.public_url.clone())
 }
 
-/// Create or correct every Custom Field and Webhook; see the module doc.
+/// Check the site's time zone, then create or correct every Custom Field and Webhook; see the
+/// module doc.
 pub async fn setup(client: &ErpNextClient, settings: &Settings) -> Result<SetupReport, SetupError> {
     let secret = settings
         .erpnext
@@ -271,6 +390,16 @@ pub async fn setup(client: &ErpNextClient, settings: &Settings) -> Result<SetupR
                     .into(),
             )
         })?;
+    let secret = SecretString::from(secret);
+    let site_zone = site_check::site_time_zone(client)
+        .await
+        .map_err(|source| SetupError::Erp {
+            what: "reading the site's time zone (System Settings)".into(),
+            source,
+        })?;
+    if let Some(problem) = site_check::time_zone_problem(&settings.erpnext.time_zone, &site_zone) {
+        return Err(SetupError::TimeZone(problem));
+    }
     let target = webhook_target(settings);
     let mut report = SetupReport::default();
     for spec in CUSTOM_FIELDS {
@@ -281,7 +410,19 @@ pub async fn setup(client: &ErpNextClient, settings: &Settings) -> Result<SetupR
             .rows
             .push(ensure_webhook(client, spec, &target, &secret).await?);
     }
+    for row in &report.rows {
+        tracing::info!(doctype = row.doctype, name = %row.name, result = %row.result(), "setup");
+    }
     Ok(report)
+}
+
+/// The owned fields of `existing` that differ from `want` (by name, so a report lists them
+/// alphabetically).
+fn differing(existing: &Doc, want: &Map<String, Value>) -> Map<String, Value> {
+    want.iter()
+        .filter(|(k, v)| !crate::diff::same(existing.get(k), v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 async fn ensure_custom_field(
@@ -293,10 +434,13 @@ async fn ensure_custom_field(
         what: what.clone(),
         source,
     };
+    let want = spec.owned();
+    let mut fields: Vec<&str> = vec!["name"];
+    fields.extend(want.keys().map(String::as_str));
     let query = ListQuery::new()
         .filter("dt", "=", spec.dt)
         .filter("fieldname", "=", spec.fieldname)
-        .fields(&["name", "fieldtype", "unique"])
+        .fields(&fields)
         .limit(1);
     let existing = client
         .list(CUSTOM_FIELD, &query)
@@ -304,105 +448,136 @@ async fn ensure_custom_field(
         .map_err(err)?
         .into_iter()
         .next();
-    let row = |name: String, action, detail: String| Row {
+    let row = |name: String, action, changed: Vec<String>| Row {
         doctype: CUSTOM_FIELD,
         name,
         action,
-        detail,
+        changed,
     };
     match existing {
         None => {
-            let doc = client
-                .insert(
-                    CUSTOM_FIELD,
-                    &json!({
-                        "dt": spec.dt,
-                        "fieldname": spec.fieldname,
-                        "label": spec.label,
-                        "fieldtype": "Data",
-                        "unique": i32::from(spec.unique),
-                        "insert_after": spec.insert_after,
-                        "in_standard_filter": 1,
-                        "search_index": i32::from(!spec.unique),
-                        "no_copy": 0,
-                        "translatable": 0,
-                    }),
-                )
+            let mut doc = want.clone();
+            doc.insert("dt".into(), json!(spec.dt));
+            doc.insert("fieldname".into(), json!(spec.fieldname));
+            let created = client
+                .insert(CUSTOM_FIELD, &Value::Object(doc))
                 .await
                 .map_err(err)?;
-            Ok(row(doc.name().to_string(), Action::Created, String::new()))
+            Ok(row(created.name().to_string(), Action::Created, Vec::new()))
         }
         Some(doc) => {
-            let mut changes = serde_json::Map::new();
-            if doc.str("fieldtype").is_some_and(|t| t != "Data") {
-                changes.insert("fieldtype".into(), json!("Data"));
-            }
-            if spec.unique && doc.i64("unique") != Some(1) {
-                changes.insert("unique".into(), json!(1));
-            }
+            let changes = differing(&doc, &want);
             if changes.is_empty() {
-                return Ok(row(doc.name().to_string(), Action::Present, String::new()));
+                return Ok(row(doc.name().to_string(), Action::Unchanged, Vec::new()));
             }
-            let detail = changes.keys().cloned().collect::<Vec<_>>().join(", ");
+            let changed = changes.keys().cloned().collect();
             client
                 .update(CUSTOM_FIELD, doc.name(), &Value::Object(changes))
                 .await
                 .map_err(err)?;
-            Ok(row(doc.name().to_string(), Action::Updated, detail))
+            Ok(row(doc.name().to_string(), Action::Updated, changed))
         }
     }
 }
 
-fn webhook_doc(spec: &WebhookSpec, target: &Url, secret: &str) -> Value {
-    json!({
-        "name": spec.name(),
-        "webhook_doctype": spec.doctype,
-        "webhook_docevent": spec.event,
-        "enabled": 1,
-        "request_url": spec.url(target),
-        "request_method": "POST",
-        "request_structure": "JSON",
-        "webhook_json": spec.body_template(),
-        "webhook_headers": [{"key": "Content-Type", "value": "application/json"}],
-        "timeout": 5,
-        "enable_security": 1,
-        "webhook_secret": secret,
-    })
+/// The full document to insert.
+fn webhook_doc(spec: &WebhookSpec, target: &Url, secret: &SecretString) -> Value {
+    let mut doc = Map::new();
+    doc.insert("name".into(), json!(spec.name()));
+    for (k, v) in spec.owned(target) {
+        doc.insert(k.into(), v);
+    }
+    doc.insert("webhook_secret".into(), json!(secret.expose_secret()));
+    Value::Object(doc)
 }
 
-/// Fields of an existing Webhook that differ from what we want (the secret is masked on read).
-fn webhook_differences(existing: &Doc, want: &Value) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    for field in [
-        "webhook_doctype",
-        "webhook_docevent",
-        "enabled",
-        "request_url",
-        "request_method",
-        "request_structure",
-        "webhook_json",
-        "enable_security",
-    ] {
-        if !crate::diff::same(existing.get(field), &want[field]) {
-            out.push(field);
+/// Owned fields of an existing Webhook that differ from `owned`; tables compared as sets of
+/// rows by their meaningful fields (Frappe adds `name`, `idx`, `parent`… to each row).
+fn webhook_differences(existing: &Doc, owned: &[(&'static str, Value)]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (field, want) in owned {
+        let same = match want {
+            Value::Array(rows) => {
+                let key_fields: &[&str] = match *field {
+                    "webhook_headers" => &["key", "value"],
+                    _ => &["fieldname", "key"],
+                };
+                let norm = |rows: Vec<Vec<String>>| {
+                    let mut rows = rows;
+                    rows.sort();
+                    rows
+                };
+                let have = norm(
+                    existing
+                        .table(field)
+                        .iter()
+                        .map(|r| {
+                            key_fields
+                                .iter()
+                                .map(|k| r.str(k).unwrap_or_default().trim().to_string())
+                                .collect()
+                        })
+                        .collect(),
+                );
+                let wanted = norm(
+                    rows.iter()
+                        .map(|r| {
+                            key_fields
+                                .iter()
+                                .map(|k| r[*k].as_str().unwrap_or_default().trim().to_string())
+                                .collect()
+                        })
+                        .collect(),
+                );
+                have == wanted
+            }
+            v => crate::diff::same(existing.get(field), v),
+        };
+        if !same {
+            out.insert((*field).to_string(), want.clone());
         }
-    }
-    let has_content_type = existing.table("webhook_headers").iter().any(|h| {
-        h.str("key")
-            .is_some_and(|k| k.eq_ignore_ascii_case("content-type"))
-            && h.str("value") == Some("application/json")
-    });
-    if !has_content_type {
-        out.push("webhook_headers");
     }
     out
+}
+
+/// Whether ERPNext holds `secret` for the Webhook `name`.
+enum StoredSecret {
+    Same,
+    Differs,
+    /// `frappe.client.get_password` refused (no System Manager role, nothing stored): write it.
+    Unreadable,
+}
+
+async fn stored_secret(
+    client: &ErpNextClient,
+    name: &str,
+    secret: &SecretString,
+) -> Result<StoredSecret, ErpNextError> {
+    let args = json!({"doctype": WEBHOOK, "name": name, "fieldname": "webhook_secret"});
+    match client.call(GET_PASSWORD, &args).await {
+        Ok(Value::String(stored)) => {
+            let stored = SecretString::from(stored);
+            // Not constant-time, and need not be: both sides are already in this process and
+            // nobody outside can time the comparison.
+            Ok(if stored.expose_secret() == secret.expose_secret() {
+                StoredSecret::Same
+            } else {
+                StoredSecret::Differs
+            })
+        }
+        Ok(_) => Ok(StoredSecret::Unreadable),
+        Err(e) if matches!(e.class(), ErrorClass::Permanent | ErrorClass::Configuration) => {
+            Ok(StoredSecret::Unreadable)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn ensure_webhook(
     client: &ErpNextClient,
     spec: &WebhookSpec,
     target: &Url,
-    secret: &str,
+    secret: &SecretString,
 ) -> Result<Row, SetupError> {
     let name = spec.name();
     let what = format!("Webhook {name}");
@@ -410,31 +585,51 @@ async fn ensure_webhook(
         what: what.clone(),
         source,
     };
-    let want = webhook_doc(spec, target, secret);
-    let row = |action, detail: String| Row {
+    let row = |action, changed: Vec<String>| Row {
         doctype: WEBHOOK,
         name: name.clone(),
         action,
-        detail,
+        changed,
     };
-    match client.get(WEBHOOK, &name).await.map_err(err)? {
-        None => {
-            client.insert(WEBHOOK, &want).await.map_err(err)?;
-            Ok(row(Action::Created, String::new()))
-        }
-        Some(existing) => {
-            let differs = webhook_differences(&existing, &want);
-            if differs.is_empty() {
-                return Ok(row(Action::Present, String::new()));
-            }
-            let mut changes = want.clone();
-            if let Some(m) = changes.as_object_mut() {
-                m.remove("name");
-            }
-            client.update(WEBHOOK, &name, &changes).await.map_err(err)?;
-            Ok(row(Action::Updated, differs.join(", ")))
-        }
+    let Some(existing) = client.get(WEBHOOK, &name).await.map_err(err)? else {
+        client
+            .insert(WEBHOOK, &webhook_doc(spec, target, secret))
+            .await
+            .map_err(err)?;
+        return Ok(row(Action::Created, Vec::new()));
+    };
+    let owned = spec.owned(target);
+    let mut changes = webhook_differences(&existing, &owned);
+    if let Some(fixed) = SET_ONLY_ONCE.iter().find(|f| changes.contains_key(**f)) {
+        // Frappe refuses to change these in place: replace the document. The insert also
+        // clears Frappe's cached webhook list, so the deleted one stops firing.
+        let mut changed: Vec<String> = changes.keys().cloned().collect();
+        changed.push(format!("re-created ({fixed} is set only once)"));
+        client.delete(WEBHOOK, &name).await.map_err(err)?;
+        client
+            .insert(WEBHOOK, &webhook_doc(spec, target, secret))
+            .await
+            .map_err(err)?;
+        return Ok(row(Action::Updated, changed));
     }
+    let mut changed: Vec<String> = changes.keys().cloned().collect();
+    let secret_note = match stored_secret(client, &name, secret).await.map_err(err)? {
+        StoredSecret::Same => None,
+        StoredSecret::Differs => Some("webhook_secret"),
+        StoredSecret::Unreadable => Some("webhook_secret (written: it cannot be read back)"),
+    };
+    if let Some(note) = secret_note {
+        changed.push(note.into());
+        changes.insert("webhook_secret".into(), json!(secret.expose_secret()));
+    }
+    if changes.is_empty() {
+        return Ok(row(Action::Unchanged, Vec::new()));
+    }
+    client
+        .update(WEBHOOK, &name, &Value::Object(changes))
+        .await
+        .map_err(err)?;
+    Ok(row(Action::Updated, changed))
 }
 
 #[cfg(test)]
@@ -456,7 +651,8 @@ mod tests {
     /// captured `on_submit` body, plus the field we add.
     #[test]
     fn templates_carry_the_captured_fields_and_the_deal_id() {
-        let path = shared::contracts::path("erpnext/webhooks/webhook_create_sales_invoice_on_submit.json");
+        let path =
+            shared::contracts::path("erpnext/webhooks/webhook_create_sales_invoice_on_submit.json");
         let captured: Value =
             serde_json::from_str(&std::fs::read_to_string(path).expect("contract")).expect("json");
         let captured_template = captured["request"]["body"]["webhook_json"]
@@ -483,34 +679,84 @@ mod tests {
     }
 
     #[test]
-    fn report_prints_a_table() {
+    fn report_prints_one_line_per_object_with_what_changed() {
         let report = SetupReport {
             rows: vec![
                 Row {
                     doctype: CUSTOM_FIELD,
                     name: "Customer-hubspot_company_id".into(),
                     action: Action::Created,
-                    detail: String::new(),
+                    changed: Vec::new(),
+                },
+                Row {
+                    doctype: WEBHOOK,
+                    name: "lead2ledger-sales-invoice-on-change".into(),
+                    action: Action::Updated,
+                    changed: vec!["request_url".into(), "webhook_secret".into()],
                 },
                 Row {
                     doctype: WEBHOOK,
                     name: "lead2ledger-customer-after-insert".into(),
-                    action: Action::Present,
-                    detail: String::new(),
+                    action: Action::Unchanged,
+                    changed: Vec::new(),
                 },
             ],
         };
         let text = report.to_string();
-        let line = text.lines().nth(1).expect("row");
+        let lines: Vec<&str> = text.lines().collect();
         assert!(
-            line.starts_with("Custom Field  Customer-hubspot_company_id")
-                && line.ends_with("  created"),
+            lines[1].starts_with("Custom Field  Customer-hubspot_company_id")
+                && lines[1].ends_with("  created"),
             "{text}"
         );
         assert!(
-            text.ends_with("1 created, 0 updated, 1 already present"),
+            lines[2].ends_with("  updated: request_url, webhook_secret"),
             "{text}"
         );
-        assert!(!report.all_present());
+        assert!(lines[3].ends_with("  unchanged"), "{text}");
+        assert!(
+            text.ends_with("1 created, 1 updated, 1 unchanged"),
+            "{text}"
+        );
+        assert!(!report.unchanged());
+    }
+
+    /// Frappe refuses a Webhook inserted without a name (the capture); ours always has one.
+    #[test]
+    fn webhook_docs_carry_their_name_as_frappe_requires() {
+        let captured =
+            shared::contracts::json("erpnext/live-findings/webhook_create_without_name.json");
+        assert!(captured["request"]["body"].get("name").is_none());
+        assert_eq!(captured["response"]["status"], 417);
+        let target = Url::parse("http://ingest.test/").expect("url");
+        let secret = SecretString::from("s".to_string());
+        for spec in WEBHOOKS {
+            let doc = webhook_doc(spec, &target, &secret);
+            assert_eq!(doc["name"], spec.name().as_str());
+        }
+    }
+
+    #[test]
+    fn header_rows_compare_by_key_and_value_only() {
+        let target = Url::parse("http://ingest.test/").expect("url");
+        let spec = &WEBHOOKS[0];
+        let mut doc = match webhook_doc(spec, &target, &SecretString::from("s".to_string())) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        doc.insert(
+            "webhook_headers".into(),
+            json!([{"name": "abc", "idx": 1, "key": "Content-Type", "value": "application/json", "parent": "x"}]),
+        );
+        doc.insert("condition".into(), json!(""));
+        let existing = Doc(doc.clone());
+        assert!(webhook_differences(&existing, &spec.owned(&target)).is_empty());
+        doc.insert(
+            "webhook_headers".into(),
+            json!([{"key": "Content-Type", "value": "application/json"}, {"key": "X-Extra", "value": "1"}]),
+        );
+        let drifted = Doc(doc);
+        let diff = webhook_differences(&drifted, &spec.owned(&target));
+        assert_eq!(diff.keys().collect::<Vec<_>>(), ["webhook_headers"]);
     }
 }

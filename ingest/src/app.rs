@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::clock::Clock;
+use crate::rejections::Rejections;
 use crate::routes;
 
 /// Everything a handler needs; cloned per request (all fields are cheap handles).
@@ -30,6 +31,8 @@ pub struct AppState {
     pub signature_max_age_ms: i64,
     pub erpnext_secret: Option<Arc<str>>,
     pub erpnext_site: String,
+    /// Refused deliveries: counted, and logged at most once per source and reason per window.
+    pub rejections: Arc<Rejections>,
 }
 
 /// The ingest service, ready to serve.
@@ -58,6 +61,7 @@ impl App {
                 .as_ref()
                 .map(|s| Arc::from(s.expose_secret())),
             erpnext_site: settings.erpnext.site(),
+            rejections: Arc::new(Rejections::default()),
         };
         Self {
             state,

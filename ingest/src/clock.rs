@@ -17,6 +17,11 @@ impl Clock {
         Clock(Arc::new(move || ms))
     }
 
+    /// A clock that reads `f` (tests that move time forward).
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(f))
+    }
+
     pub fn now_ms(&self) -> i64 {
         (self.0)()
     }

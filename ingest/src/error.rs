@@ -1,15 +1,23 @@
 //! The one error type every ingest handler answers with: a status code and a JSON body
 //! `{"error": "<code>", "detail": "<what was wrong>"}` that tells the sender what to fix.
+//!
+//! Beside the code the sender sees, each error carries a finer `reason` for the operator (a
+//! stale timestamp and a wrong secret are both `invalid_signature` on the wire, but need
+//! different fixes); the rejection log and metric use it (`crate::rejections`).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use shared::signature::{self, SignatureError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
+    /// Why, for logs and metrics: `bad_signature`, `stale_timestamp`, `malformed`, `too_large`…
+    /// (a fixed vocabulary, so it is safe as a metric label).
+    pub reason: &'static str,
     pub detail: String,
 }
 
@@ -24,8 +32,28 @@ impl ApiError {
         Self {
             status,
             code,
+            reason: code,
             detail: detail.into(),
         }
+    }
+
+    /// The same error with a finer reason for the operator.
+    pub fn because(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// A refused signature, with the reason its variant names.
+    pub fn signature(e: &SignatureError) -> Self {
+        let reason = match e {
+            SignatureError::MissingHeader(signature::HUBSPOT_TIMESTAMP) => "missing_timestamp",
+            SignatureError::MissingHeader(_) => "missing_signature",
+            SignatureError::MalformedHeader(_) => "malformed_signature_header",
+            SignatureError::Stale => "stale_timestamp",
+            SignatureError::VersionNotAccepted(_) => "signature_version_not_accepted",
+            SignatureError::Mismatch => "bad_signature",
+        };
+        Self::unauthorized(e.to_string()).because(reason)
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {

@@ -11,6 +11,8 @@
 //! - [`routes`]: one module per endpoint family (`hubspot`, `erpnext`, `health`).
 //! - [`error`]: the one `ApiError` every handler answers with.
 //! - [`clock`]: injectable time, so signature tests can pin "now" to a vector's time.
+//! - [`rejections`]: every refused delivery counted, and logged at WARN (rate-limited) with its
+//!   source and reason.
 //! - [`backfill`]: `ingest backfill`, enqueueing every deal already in a trigger stage (the one
 //!   place ingest calls HubSpot, and never on the webhook path).
 
@@ -19,6 +21,7 @@ pub mod backfill;
 pub mod clock;
 pub mod error;
 pub mod metrics;
+pub mod rejections;
 pub mod routes;
 
 pub use app::{App, run};

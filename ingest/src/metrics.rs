@@ -3,10 +3,16 @@
 pub const WEBHOOKS: &str = "l2l_webhooks_received_total";
 pub const EVENTS_PUBLISHED: &str = "l2l_events_published_total";
 pub const REQUEST_SECONDS: &str = "l2l_ingest_request_seconds";
+pub const REJECTED: &str = "l2l_webhooks_rejected_total";
 
 /// Count one webhook request by source and result (`accepted`, or the error code).
 pub fn webhook(source: &'static str, result: &'static str) {
     metrics::counter!(WEBHOOKS, "source" => source, "result" => result).increment(1);
+}
+
+/// Count one refused delivery by source and reason (`bad_signature`, `stale_timestamp`, …).
+pub fn rejected(source: &'static str, reason: &'static str) {
+    metrics::counter!(REJECTED, "source" => source, "reason" => reason).increment(1);
 }
 
 pub fn published(source: &'static str, routing_key: &str, n: u64) {

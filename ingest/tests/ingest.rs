@@ -13,7 +13,7 @@ use shared::envelope::{Envelope, Kind, Source};
 use shared::names::WorkQueue;
 use shared::signature;
 use shared::testkit::{
-    TcpProxy, TestNamespace, close_broker_connections, drain, eventually, queue_len,
+    TcpProxy, TestNamespace, amqp_addr, close_broker_connections, drain, eventually, queue_len,
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -461,7 +461,7 @@ async fn bad_requests_get_clear_json_errors() {
 
 #[tokio::test]
 async fn broker_unreachable_gives_503_then_recovers_without_restart() {
-    let proxy = TcpProxy::start("127.0.0.1:5672").await.expect("proxy");
+    let proxy = TcpProxy::start(&amqp_addr()).await.expect("proxy");
     let t = TestIngest::spawn(|s| s.amqp.url = proxy.amqp_url()).await;
     t.wait_ready().await;
     let body =
@@ -500,7 +500,7 @@ async fn broker_unreachable_gives_503_then_recovers_without_restart() {
             &t.settings
                 .amqp
                 .url
-                .replace(&proxy.addr().to_string(), "127.0.0.1:5672"),
+                .replace(&proxy.addr().to_string(), &amqp_addr()),
             &t.mapper_queue()
         )
         .await
@@ -547,4 +547,206 @@ async fn rabbitmqctl_closing_the_connection_is_survived() {
         accepted
     );
     t.stop().await;
+}
+
+/// Log lines written while the guard lives, on this thread (the test's runtime is
+/// single-threaded, so the handlers' lines land here too).
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+
+    /// The rejection lines, each with its level.
+    fn rejections(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains("webhook delivery rejected"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// An App on the real broker (never reached by a refused request) with a clock the test moves.
+async fn app_with_clock(
+    ns: &TestNamespace,
+    stop: &CancellationToken,
+) -> (axum::Router, std::sync::Arc<std::sync::atomic::AtomicI64>) {
+    let broker = Broker::start(
+        &ns.settings.amqp.url,
+        ns.names(),
+        ns.topology(),
+        Duration::from_millis(500),
+        stop.clone(),
+    );
+    let mut settings = ns.settings.clone();
+    settings.hubspot.client_secret = Some(SECRET.into());
+    settings.erpnext.webhook_secret = Some(FRAPPE_SECRET.into());
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+        chrono::Utc::now().timestamp_millis(),
+    ));
+    let reading = now.clone();
+    let clock = Clock::from_fn(move || reading.load(std::sync::atomic::Ordering::SeqCst));
+    (App::new(&settings, broker).with_clock(clock).router(), now)
+}
+
+fn erpnext_request(body: &str, sig: &str) -> Request<Body> {
+    Request::post("/webhooks/erpnext/Sales%20Invoice/on_change")
+        .header("X-Frappe-Webhook-Signature", sig)
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_refused_delivery_is_logged_at_warn_with_source_and_reason_and_no_secret() {
+    let ns = TestNamespace::new();
+    let stop = CancellationToken::new();
+    let (router, now) = app_with_clock(&ns, &stop).await;
+    let (logs, _guard) = CapturedLogs::start();
+
+    // What ERPNext sends after a rotation that never reached it: signed with the old secret.
+    let body = r#"{"name": "ACC-SINV-2026-00001", "modified": "2026-12-07 10:00:00.000000"}"#;
+    let old_sig = signature::frappe_sign("the-old-secret", body.as_bytes());
+    let resp = router
+        .clone()
+        .oneshot(erpnext_request(body, &old_sig))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // A HubSpot request signed six minutes ago.
+    let ts = (now.load(std::sync::atomic::Ordering::SeqCst) - 360_000).to_string();
+    let url = "http://localhost/webhooks/hubspot";
+    let hs_sig = signature::hubspot_v3_sign(SECRET, "POST", url, b"[]", &ts);
+    let resp = router
+        .clone()
+        .oneshot(
+            Request::post("/webhooks/hubspot")
+                .header("X-HubSpot-Signature-v3", &hs_sig)
+                .header("X-HubSpot-Request-Timestamp", &ts)
+                .body(Body::from("[]"))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let lines = logs.rejections();
+    assert_eq!(lines.len(), 2, "{}", logs.text());
+    let erp = &lines[0];
+    assert!(erp.contains("WARN"), "{erp}");
+    assert!(
+        erp.contains("source=erpnext") && erp.contains("reason=bad_signature"),
+        "{erp}"
+    );
+    assert!(erp.contains("status=401"), "{erp}");
+    assert!(
+        erp.contains("erp-writer setup"),
+        "the hint names the fix: {erp}"
+    );
+    let hs = &lines[1];
+    assert!(
+        hs.contains("WARN")
+            && hs.contains("source=hubspot")
+            && hs.contains("reason=stale_timestamp"),
+        "{hs}"
+    );
+    let all = logs.text();
+    for secret in [
+        FRAPPE_SECRET,
+        SECRET,
+        old_sig.as_str(),
+        hs_sig.as_str(),
+        "the-old-secret",
+    ] {
+        assert!(
+            !all.contains(secret),
+            "a secret or signature reached the log: {all}"
+        );
+    }
+    stop.cancel();
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_refused_deliveries_logs_a_handful_of_lines_and_counts_the_rest() {
+    let ns = TestNamespace::new();
+    let stop = CancellationToken::new();
+    let (router, now) = app_with_clock(&ns, &stop).await;
+    let (logs, _guard) = CapturedLogs::start();
+
+    let body = r#"{"name": "ACC-SINV-2026-00001", "modified": "2026-12-07 10:00:00.000000"}"#;
+    for i in 0..1000 {
+        let resp = if i % 2 == 0 {
+            router
+                .clone()
+                .oneshot(erpnext_request(body, "bm90IGEgc2lnbmF0dXJl"))
+                .await
+        } else {
+            router
+                .clone()
+                .oneshot(
+                    Request::post("/webhooks/hubspot")
+                        .body(Body::from("[]"))
+                        .expect("request"),
+                )
+                .await
+        }
+        .expect("response");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let lines = logs.rejections();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per source and reason within the window: {lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("suppressed=0")),
+        "{lines:#?}"
+    );
+
+    // The window passes: the next refusal is logged with the count of those left out.
+    now.fetch_add(
+        ingest::rejections::WINDOW.as_millis() as i64,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let resp = router
+        .clone()
+        .oneshot(erpnext_request(body, "bm90IGEgc2lnbmF0dXJl"))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let lines = logs.rejections();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[2].contains("source=erpnext") && lines[2].contains("suppressed=499"),
+        "{}",
+        lines[2]
+    );
+    stop.cancel();
+    ns.cleanup().await;
 }

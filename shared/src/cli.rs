@@ -60,6 +60,11 @@ where
     match command {
         CommonCommand::Config {
             command: ConfigCommand::Check,
+        } if talks_to_erpnext(queue) => {
+            crate::erpnext::site_check::check_command(config, binary).await
+        }
+        CommonCommand::Config {
+            command: ConfigCommand::Check,
         } => crate::config::check_command(config, binary),
         CommonCommand::Run => {
             with_settings(binary, config, |settings| async move {
@@ -78,6 +83,12 @@ where
             .await
         }
     }
+}
+
+/// The workers whose configuration names ERPNext records (time zone, mapping): their
+/// `config check` also asks the site (`erpnext::site_check`).
+fn talks_to_erpnext(queue: WorkQueue) -> bool {
+    matches!(queue, WorkQueue::ErpWriter | WorkQueue::Mapper)
 }
 
 /// Load the settings and set up logging; an invalid configuration is reported on stderr as

@@ -5,5 +5,6 @@ mod cli;
 mod common;
 mod crash;
 mod setup;
+mod site_check;
 mod steps;
 mod worker;

@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use erp_writer::setup::Action;
-use l2l_tests::sim::erpnext::ErpNextSimConfig;
+use l2l_tests::sim::erpnext::{DeliveryState, ErpNextSimConfig, WebhookDelivery};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::config::Settings;
 use shared::erpnext::ErpNextClient;
 use shared::testkit::eventually;
+use tokio_util::sync::CancellationToken;
 
 use crate::common::{WEBHOOK_SECRET, World, deal};
 
@@ -24,15 +26,31 @@ async fn bare_site() -> (World, Settings) {
     (w, settings)
 }
 
+/// Calls that change the site: everything but GETs and the secret read (a POST that only reads).
+fn writes(w: &World) -> Vec<(String, u64)> {
+    w.sim
+        .calls()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("GET") && !k.ends_with(erp_writer::setup::GET_PASSWORD))
+        .collect()
+}
+
+fn header<'a>(d: &'a WebhookDelivery, name: &str) -> Option<&'a str> {
+    d.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 #[tokio::test]
 async fn setup_twice_creates_everything_then_changes_nothing() {
     let (w, settings) = bare_site().await;
     let first = erp_writer::run_setup(&settings).await.expect("first setup");
-    assert_eq!(first.count(Action::Created), 8, "{first}");
+    assert_eq!(first.count(Action::Created), 11, "{first}");
     assert!(
         first
             .to_string()
-            .contains("8 created, 0 updated, 0 already present"),
+            .ends_with("11 created, 0 updated, 0 unchanged"),
         "{first}"
     );
 
@@ -40,14 +58,13 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
     let second = erp_writer::run_setup(&settings)
         .await
         .expect("second setup");
-    assert!(second.all_present(), "{second}");
-    assert_eq!(second.rows.len(), 8);
-    let writes: Vec<_> = w
-        .sim
-        .calls()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("GET"))
-        .collect();
+    assert!(second.unchanged(), "{second}");
+    assert_eq!(second.rows.len(), 11);
+    assert!(
+        second.rows.iter().all(|r| r.result() == "unchanged"),
+        "{second}"
+    );
+    let writes = writes(&w);
     assert!(writes.is_empty(), "the second run wrote: {writes:?}");
 
     // The custom fields exist with the right uniqueness.
@@ -60,7 +77,11 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
             .clone()
     };
     assert_eq!(field("Customer", "hubspot_company_id")["unique"], 1);
-    assert_eq!(field("Sales Order", "hubspot_deal_id")["unique"], 1);
+    // Every revision carries the deal's ID; only the first order carries the unique key, which
+    // an amendment does not copy.
+    assert_eq!(field("Sales Order", "hubspot_deal_id")["unique"], 0);
+    assert_eq!(field("Sales Order", "hubspot_deal_key")["unique"], 1);
+    assert_eq!(field("Sales Order", "hubspot_deal_key")["no_copy"], 1);
     assert_eq!(field("Contact", "hubspot_contact_id")["unique"], 0);
     assert_eq!(
         field("Sales Invoice", "hubspot_deal_id")["fieldtype"],
@@ -76,12 +97,14 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
 
     // The webhooks: JSON, explicit Content-Type, security on, URL with doctype and event.
     let hooks = w.docs("Webhook");
-    assert_eq!(hooks.len(), 4);
+    assert_eq!(hooks.len(), 6);
     for (doctype, event) in [
         ("Sales Invoice", "on_submit"),
         ("Sales Invoice", "on_change"),
         ("Sales Invoice", "on_cancel"),
         ("Customer", "after_insert"),
+        ("Sales Order", "on_cancel"),
+        ("Sales Order", "after_insert"),
     ] {
         let h = hooks
             .iter()
@@ -100,6 +123,9 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
         );
         assert_eq!(h["webhook_headers"][0]["key"], "Content-Type");
         assert_eq!(h["webhook_headers"][0]["value"], "application/json");
+        // Only amendments are inserted by someone else: our own inserts are not sent back.
+        let want = (doctype, event) == ("Sales Order", "after_insert");
+        assert_eq!(h["condition"] == "doc.amended_from", want, "{h}");
     }
     w.cleanup().await;
 }
@@ -172,32 +198,80 @@ async fn webhooks_created_by_setup_deliver_signed_bodies_ingest_can_route() {
 }
 
 #[tokio::test]
-async fn setup_corrects_a_webhook_that_drifted() {
+async fn setup_corrects_every_owned_field_that_drifted_and_says_which() {
     let (w, settings) = bare_site().await;
     erp_writer::run_setup(&settings).await.expect("setup");
     let client = ErpNextClient::new(&settings.erpnext).expect("client");
+    // Hand edits in the desk: a webhook disabled, sent elsewhere, filtered, with another body
+    // and an extra header…
     client
         .update(
             "Webhook",
             "lead2ledger-sales-invoice-on-change",
-            &json!({"request_url": "http://old-host/hook", "enabled": 0}),
+            &json!({
+                "request_url": "http://old-host/hook",
+                "enabled": 0,
+                "condition": "doc.status == \"Paid\"",
+                "webhook_json": "{\"name\": {{ doc.name | tojson }}}",
+                "webhook_headers": [
+                    {"key": "Content-Type", "value": "application/json"},
+                    {"key": "X-Debug", "value": "1"}
+                ],
+            }),
         )
         .await
-        .expect("drift");
+        .expect("drift the webhook");
+    // …a unique key made non-unique and relabelled…
+    client
+        .update(
+            "Custom Field",
+            "Customer-hubspot_company_id",
+            &json!({"unique": 0, "label": "Company"}),
+        )
+        .await
+        .expect("drift the custom field");
+    // …and a webhook replaced by one on another event (Frappe cannot change it in place).
+    client
+        .delete("Webhook", "lead2ledger-sales-invoice-on-cancel")
+        .await
+        .expect("delete");
+    let other = json!({
+        "name": "lead2ledger-sales-invoice-on-cancel",
+        "webhook_doctype": "Sales Invoice",
+        "webhook_docevent": "on_submit",
+        "enabled": 1,
+        "request_url": "http://127.0.0.1:9/l2l/webhooks/erpnext/Sales%20Invoice/on_cancel",
+        "request_structure": "JSON",
+        "webhook_json": "{\"name\": {{ doc.name | tojson }}}",
+    });
+    client.insert("Webhook", &other).await.expect("replace");
+
     let report = erp_writer::run_setup(&settings).await.expect("setup again");
-    assert_eq!(report.count(Action::Updated), 1, "{report}");
-    assert_eq!(report.count(Action::Present), 7, "{report}");
-    let row = report
-        .rows
-        .iter()
-        .find(|r| r.action == Action::Updated)
-        .expect("row");
-    assert_eq!(row.name, "lead2ledger-sales-invoice-on-change");
-    assert!(
-        row.detail.contains("request_url") && row.detail.contains("enabled"),
-        "{}",
-        row.detail
+    assert_eq!(report.count(Action::Updated), 3, "{report}");
+    assert_eq!(report.count(Action::Unchanged), 8, "{report}");
+    let result = |name: &str| report.row(name).expect(name).result();
+    assert_eq!(
+        result("lead2ledger-sales-invoice-on-change"),
+        "updated: condition, enabled, request_url, webhook_headers, webhook_json",
+        "{report}"
     );
+    assert_eq!(
+        result("Customer-hubspot_company_id"),
+        "updated: label, unique",
+        "{report}"
+    );
+    let cancel = result("lead2ledger-sales-invoice-on-cancel");
+    assert!(
+        cancel.contains(" webhook_docevent, ")
+            && cancel.ends_with("re-created (webhook_docevent is set only once)"),
+        "{report}"
+    );
+    let text = report.to_string();
+    assert!(
+        text.ends_with("0 created, 3 updated, 8 unchanged"),
+        "{text}"
+    );
+
     let hook = w
         .sim
         .get("Webhook", "lead2ledger-sales-invoice-on-change")
@@ -207,6 +281,173 @@ async fn setup_corrects_a_webhook_that_drifted() {
         hook["request_url"],
         "http://127.0.0.1:9/l2l/webhooks/erpnext/Sales%20Invoice/on_change"
     );
+    assert!(
+        hook["condition"].as_str().unwrap_or_default().is_empty(),
+        "{hook}"
+    );
+    assert!(
+        hook["webhook_json"]
+            .as_str()
+            .is_some_and(|t| t.contains("hubspot_deal_id")),
+        "{hook}"
+    );
+    assert_eq!(
+        hook["webhook_headers"].as_array().map(Vec::len),
+        Some(1),
+        "{hook}"
+    );
+    let cancel = w
+        .sim
+        .get("Webhook", "lead2ledger-sales-invoice-on-cancel")
+        .expect("hook");
+    assert_eq!(cancel["webhook_docevent"], "on_cancel");
+    let field = w
+        .sim
+        .get("Custom Field", "Customer-hubspot_company_id")
+        .expect("field");
+    assert_eq!(field["unique"], 1);
+    assert_eq!(field["label"], "HubSpot Company ID");
+
+    // Corrected means stable: the next run changes nothing.
+    w.sim.reset_calls();
+    let again = erp_writer::run_setup(&settings).await.expect("third setup");
+    assert!(again.unchanged(), "{again}");
+    assert!(writes(&w).is_empty(), "{:?}", writes(&w));
+    w.cleanup().await;
+}
+
+/// The rotation of issue 14: ERPNext kept signing with the old secret and ingest refused every
+/// delivery. Setup now writes the new one, and ingest accepts what ERPNext sends next.
+#[tokio::test]
+async fn a_rotated_webhook_secret_is_written_and_ingest_accepts_the_deliveries() {
+    const NEW_SECRET: &str = "rotated-webhook-secret-2027";
+    let (w, mut settings) = bare_site().await;
+    // ingest already runs with the new secret.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut ingest_settings = w.settings();
+    ingest_settings.erpnext.webhook_secret = Some(SecretString::from(NEW_SECRET.to_string()));
+    ingest_settings.ingest.public_url = format!("http://{addr}").parse().expect("url");
+    let stop = CancellationToken::new();
+    let ingest = tokio::spawn(ingest::run(ingest_settings, listener, stop.clone()));
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(15), "ingest ready", || {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://{addr}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        }
+    })
+    .await;
+    settings.erpnext.webhook_target = Some(format!("http://{addr}").parse().expect("url"));
+
+    // ERPNext set up with the old secret: ingest refuses its deliveries.
+    erp_writer::run_setup(&settings)
+        .await
+        .expect("setup, old secret");
+    let customer = |id: &str| {
+        json!({"customer_name": format!("Rotated {id}"), "customer_group": "Commercial",
+               "territory": "United States", "hubspot_company_id": id})
+    };
+    w.sim
+        .seed("Customer", customer("co-old"))
+        .expect("customer");
+    let refused = eventually(Duration::from_secs(10), "refused delivery", || async {
+        w.sim
+            .webhook_deliveries()
+            .into_iter()
+            .find(|d| d.state == DeliveryState::Failed)
+    })
+    .await;
+    assert!(
+        refused.attempts.iter().all(|a| a.status == Some(401)),
+        "{:?}",
+        refused.attempts
+    );
+
+    // The rotation reaches ERPNext.
+    settings.erpnext.webhook_secret = Some(SecretString::from(NEW_SECRET.to_string()));
+    let report = erp_writer::run_setup(&settings)
+        .await
+        .expect("setup, new secret");
+    for spec in erp_writer::setup::WEBHOOKS {
+        assert_eq!(
+            report.row(&spec.name()).expect("row").result(),
+            "updated: webhook_secret",
+            "{report}"
+        );
+    }
+    assert_eq!(report.count(Action::Unchanged), 5, "{report}");
+    assert!(!report.to_string().contains(NEW_SECRET), "{report}");
+
+    w.sim.clear_webhook_deliveries();
+    w.sim
+        .seed("Customer", customer("co-new"))
+        .expect("customer");
+    let delivered = eventually(Duration::from_secs(10), "accepted delivery", || async {
+        w.sim
+            .webhook_deliveries()
+            .into_iter()
+            .find(|d| d.state != DeliveryState::Pending)
+    })
+    .await;
+    assert_eq!(delivered.state, DeliveryState::Delivered, "{delivered:?}");
+    assert_eq!(delivered.attempts.last().and_then(|a| a.status), Some(200));
+    shared::signature::verify_frappe(
+        NEW_SECRET,
+        delivered.body.as_bytes(),
+        header(&delivered, "X-Frappe-Webhook-Signature"),
+    )
+    .expect("signed with the new secret");
+    let queued = shared::testkit::drain(
+        &w.ns.settings.amqp.url,
+        &w.ns.names().queue(shared::names::WorkQueue::Mapper),
+    )
+    .await;
+    assert_eq!(queued.len(), 1, "one event, for the accepted delivery");
+    assert_eq!(queued[0].routing_key, "erpnext.Customer.after_insert");
+
+    // Same secret again: nothing to write.
+    let again = erp_writer::run_setup(&settings).await.expect("setup again");
+    assert!(again.unchanged(), "{again}");
+    stop.cancel();
+    let _ = ingest.await;
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn setup_refuses_a_site_in_another_time_zone_before_writing_anything() {
+    let (w, mut settings) = bare_site().await;
+    assert_eq!(w.sim.config().timezone, "America/New_York");
+    settings.erpnext.time_zone = "UTC".into();
+    let err = erp_writer::run_setup(&settings)
+        .await
+        .expect_err("time zone mismatch");
+    let text = format!("{err:#}");
+    for needle in [
+        "erpnext.time_zone",
+        "\"UTC\"",
+        "\"America/New_York\"",
+        "nothing was changed",
+    ] {
+        assert!(text.contains(needle), "{needle} not in {text}");
+    }
+    assert!(w.docs("Custom Field").is_empty());
+    assert!(w.docs("Webhook").is_empty());
+    assert!(writes(&w).is_empty(), "{:?}", writes(&w));
+
+    // An alias of the site's zone is the same clock: accepted.
+    settings.erpnext.time_zone = "US/Eastern".into();
+    let report = erp_writer::run_setup(&settings)
+        .await
+        .expect("alias accepted");
+    assert_eq!(report.count(Action::Created), 11, "{report}");
     w.cleanup().await;
 }
 

@@ -31,11 +31,7 @@ pub async fn receive(
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
     let result = handle(&state, doctype, event, &headers, body).await;
-    metrics::latency("erpnext", started.elapsed().as_secs_f64());
-    metrics::webhook(
-        "erpnext",
-        result.as_ref().map_or_else(|e| e.code, |_| "accepted"),
-    );
+    super::finish(&state, "erpnext", started, &result);
     result
 }
 
@@ -65,15 +61,15 @@ async fn handle(
         )));
     }
     let Some(secret) = state.erpnext_secret.as_deref() else {
-        return Err(ApiError::unavailable(
-            "ingest has no erpnext.webhook_secret configured",
-        ));
+        return Err(
+            ApiError::unavailable("ingest has no erpnext.webhook_secret configured")
+                .because("no_secret_configured"),
+        );
     };
     let sig = headers
         .get(signature::FRAPPE_SIGNATURE)
         .and_then(|v| v.to_str().ok());
-    signature::verify_frappe(secret, &body, sig)
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    signature::verify_frappe(secret, &body, sig).map_err(|e| ApiError::signature(&e))?;
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::malformed(format!("body is not JSON: {e}")))?;
     if !doc.is_object() {

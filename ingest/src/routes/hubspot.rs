@@ -30,11 +30,7 @@ pub async fn receive(
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
     let result = handle(&state, &uri, &headers, body).await;
-    metrics::latency("hubspot", started.elapsed().as_secs_f64());
-    metrics::webhook(
-        "hubspot",
-        result.as_ref().map_or_else(|e| e.code, |_| "accepted"),
-    );
+    super::finish(&state, "hubspot", started, &result);
     result
 }
 
@@ -103,9 +99,10 @@ fn verify(
     let Some(secret) = state.hubspot_secret.as_deref() else {
         // Refuse rather than accept unsigned data; 503 makes HubSpot retry once the operator has
         // set the secret, so nothing is lost.
-        return Err(ApiError::unavailable(
-            "ingest has no hubspot.client_secret configured",
-        ));
+        return Err(
+            ApiError::unavailable("ingest has no hubspot.client_secret configured")
+                .because("no_secret_configured"),
+        );
     };
     let public = public_uri(&state.hubspot_url, uri);
     let result = if headers.contains_key(signature::HUBSPOT_SIGNATURE_V3) {
@@ -134,7 +131,7 @@ fn verify(
             signature::HUBSPOT_SIGNATURE_V3,
         ))
     };
-    result.map_err(|e| ApiError::unauthorized(e.to_string()))
+    result.map_err(|e| ApiError::signature(&e))
 }
 
 /// The URL HubSpot called: the configured public endpoint URL followed by the query string exactly

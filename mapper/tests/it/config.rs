@@ -137,3 +137,42 @@ fn config_check_locates_mapping_problems() {
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// The mapper talks to ERPNext (reconcile, the sweep), so its `config check` asks the site too:
+/// a time zone that is not the site's is refused with the key to set.
+#[tokio::test]
+async fn config_check_asks_erpnext_for_its_time_zone() {
+    use l2l_tests::sim::erpnext::{ErpNextSim, ErpNextSimConfig};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sim = ErpNextSim::start(ErpNextSimConfig::default(), listener)
+        .await
+        .expect("sim");
+    let cfg = sim.config();
+    let run = async |tz: &str| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mapper"))
+            .args(["config", "check"])
+            .env_remove("L2L_CONFIG")
+            .env("L2L_ERPNEXT__BASE_URL", sim.base_url())
+            .env("L2L_ERPNEXT__API_KEY", &cfg.api_key)
+            .env("L2L_ERPNEXT__API_SECRET", &cfg.api_secret)
+            .env("L2L_ERPNEXT__TIME_ZONE", tz)
+            .output()
+            .await
+            .expect("run mapper");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("UTC").await;
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("erpnext.time_zone") && err.contains("America/New_York"),
+        "{err}"
+    );
+    let (code, err) = run(&cfg.timezone).await;
+    assert_eq!(code, Some(0), "{err}");
+    sim.shutdown().await;
+}
