@@ -74,10 +74,20 @@ impl Emitter {
 
     /// Publish every command and wait for every confirm.
     pub async fn publish(&self, parent: &Envelope, commands: &[Command]) -> Result<(), MapError> {
+        let pairs: Vec<(&Envelope, &Command)> = commands.iter().map(|c| (parent, c)).collect();
+        self.publish_derived(&pairs).await
+    }
+
+    /// Publish commands caused by different messages (the sweep: one ERPNext document each) in
+    /// one pipelined batch, and wait for every confirm.
+    pub async fn publish_derived(
+        &self,
+        commands: &[(&Envelope, &Command)],
+    ) -> Result<(), MapError> {
         let exchange = self.broker.names().exchange(Exchange::Commands);
         let messages = commands
             .iter()
-            .map(|c| {
+            .map(|(parent, c)| {
                 Outgoing::envelope(
                     exchange.clone(),
                     c.kind.as_str().to_string(),
@@ -88,7 +98,7 @@ impl Emitter {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| MapError::Publish(BrokerError::Encode(e)))?;
         self.broker.publish_all(&messages).await?;
-        for c in commands {
+        for (_, c) in commands {
             metrics::command(c.kind.as_str());
             tracing::info!(kind = %c.kind, target = %c.target, "command published");
         }

@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::commands::UpdateCrmObject;
 use shared::envelope::{Envelope, Kind};
-use shared::erpnext::ListQuery;
+use shared::erpnext::{ErpNextClient, ErpNextError, ListQuery};
 use shared::events::ErpNextEvent;
-use shared::mapping::invoice_status_value;
+use shared::mapping::{WritebackConfig, invoice_status_value};
 
 use crate::emit::{Command, Decision};
 use crate::error::MapError;
@@ -32,6 +32,7 @@ pub async fn on_event(
     match (ev.doctype.as_str(), ev.event.as_str()) {
         ("Sales Invoice", _) => sales_invoice(s, parent, ev).await,
         ("Customer", "after_insert") => customer_inserted(s, parent, ev).await,
+        ("Sales Order", _) => crate::sales_order::on_event(s, parent, ev).await,
         (doctype, event) => Ok(Decision::ignore(
             "unsupported_event",
             format!("ERPNext {doctype} {event} events are not mapped"),
@@ -104,18 +105,10 @@ async fn sales_invoice(
         ));
     }
     let source_modified = fact_time(s, parent, doc);
-    let value = invoice_status_value(status);
     let commands = deals
         .iter()
         .map(|deal| {
-            let update = UpdateCrmObject {
-                object_id: deal.clone(),
-                properties: BTreeMap::from([(
-                    s.cfg.writeback.deal_invoice_status.clone(),
-                    value.clone(),
-                )]),
-                source_modified,
-            };
+            let update = status_update(&s.cfg.writeback, deal, status, source_modified);
             Command::new(Kind::CrmUpdateDeal, format!("deal:{deal}"), &update)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -123,8 +116,32 @@ async fn sales_invoice(
     Ok(Decision::Emit(commands))
 }
 
+/// What the deal of an invoice should show: its invoice status property, with the HubSpot
+/// value of the ERPNext status. The live webhook path and the sweep ([`crate::sweep`]) both
+/// build their `crm.update_deal` from this.
+pub fn status_update(
+    w: &WritebackConfig,
+    deal: &str,
+    erpnext_status: &str,
+    source_modified: DateTime<Utc>,
+) -> UpdateCrmObject {
+    UpdateCrmObject {
+        object_id: deal.to_string(),
+        properties: BTreeMap::from([(
+            w.deal_invoice_status.clone(),
+            invoice_status_value(erpnext_status),
+        )]),
+        source_modified,
+    }
+}
+
+/// The deal an invoice names itself (`hubspot_deal_id`, copied from its Sales Order).
+pub fn own_deal(doc: &Value) -> Option<&str> {
+    text(doc, "hubspot_deal_id")
+}
+
 async fn deals_of(s: &Services, invoice: &str, doc: &Value) -> Result<BTreeSet<String>, MapError> {
-    if let Some(deal) = text(doc, "hubspot_deal_id") {
+    if let Some(deal) = own_deal(doc) {
         return Ok(BTreeSet::from([deal.to_string()]));
     }
     let orders = sales_orders(doc);
@@ -136,24 +153,42 @@ async fn deals_of(s: &Services, invoice: &str, doc: &Value) -> Result<BTreeSet<S
             "Sales Invoice {invoice} carries no hubspot_deal_id and the mapper has no ERPNext credentials to look up its Sales Orders; set [erpnext] api_key/api_secret or add hubspot_deal_id to the webhook (erp-writer setup)"
         )));
     };
-    let query = ListQuery::new()
-        .filter(
-            "name",
-            "in",
-            Value::from(orders.iter().cloned().collect::<Vec<_>>()),
-        )
-        .fields(&["name", "hubspot_deal_id"])
-        .limit(u32::try_from(orders.len()).unwrap_or(u32::MAX));
-    let rows = client.list("Sales Order", &query).await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            r.str("hubspot_deal_id")
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .map(str::to_string)
-        })
+    Ok(deals_of_orders(client, &orders)
+        .await?
+        .into_values()
         .collect())
+}
+
+/// Sales Orders per list call when resolving orders to deals.
+pub const ORDERS_PER_CALL: usize = 500;
+
+/// Sales Order → its `hubspot_deal_id`, for the orders that have one: one ERPNext call per 500
+/// orders.
+pub async fn deals_of_orders(
+    client: &ErpNextClient,
+    orders: &BTreeSet<String>,
+) -> Result<BTreeMap<String, String>, ErpNextError> {
+    let orders: Vec<&String> = orders.iter().collect();
+    let mut out = BTreeMap::new();
+    for chunk in orders.chunks(ORDERS_PER_CALL) {
+        let query = ListQuery::new()
+            .filter(
+                "name",
+                "in",
+                Value::from(chunk.iter().map(|o| o.to_string()).collect::<Vec<_>>()),
+            )
+            .fields(&["name", "hubspot_deal_id"])
+            .limit(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
+        let rows = client.list("Sales Order", &query).await?;
+        out.extend(rows.iter().filter_map(|r| {
+            let deal = r
+                .str("hubspot_deal_id")
+                .map(str::trim)
+                .filter(|d| !d.is_empty())?;
+            Some((r.name().to_string(), deal.to_string()))
+        }));
+    }
+    Ok(out)
 }
 
 async fn customer_inserted(
@@ -173,6 +208,15 @@ async fn customer_inserted(
             format!("Customer {customer} has no hubspot_company_id (not created from HubSpot)"),
         ));
     };
+    // erp-writer's `customer_upserted` outcome records the Customer and writes it back; the
+    // webhook of the same insert would only write the same value again. It still matters
+    // when the outcome was lost or the Customer was made by hand with a HubSpot ID.
+    if s.markers.get(Record::Company, company).await.as_deref() == Some(customer) {
+        return Ok(Decision::ignore(
+            "already_written_back",
+            format!("Customer {customer} of company {company} is already on HubSpot"),
+        ));
+    }
     s.markers.mark(Record::Company, company, customer).await;
     let update = UpdateCrmObject {
         object_id: company.to_string(),

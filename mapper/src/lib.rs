@@ -7,11 +7,15 @@
 //! # Layout
 //! - [`handler`]: the runtime handler — duplicate check, routing, publishing, the answer.
 //! - [`deal`]: `hubspot.deal.*` (trigger, sync, needs-review); [`updates`]: company/contact changes;
-//!   [`invoice`]: `erpnext.*` (invoice status, new Customers); [`outcomes`]: `outcome.erp.*`.
+//!   [`invoice`]: `erpnext.*` (invoice status, new Customers); [`sales_order`]: cancelled and
+//!   amended orders; [`outcomes`]: `outcome.erp.*`.
 //! - [`map`]: the mapping as pure functions; [`snapshot`]: reading HubSpot in ≤ 4 calls per deal;
 //!   [`catalog`]: which ERPNext Items exist; [`markers`]: which records are already synced.
 //! - [`emit`]: decisions and confirmed publishing; [`error`]: transient vs permanent.
-//! - [`reconcile`]: `mapper reconcile [--fix]`, won deals vs Sales Orders.
+//! - [`reconcile`]: `mapper reconcile [--fix]`, won deals vs Sales Orders, plus one sweep.
+//! - [`sweep`]: ERPNext's invoices and orders changed since the [`watermark`] vs the deals'
+//!   HubSpot values, so no fact depends on one webhook delivery; [`sweeper`]: runs it every
+//!   `reconcile.interval` in one replica at a time.
 //! - [`metrics`]; `/healthz`, `/readyz`, `/metrics` come from [`shared::health`].
 
 pub mod catalog;
@@ -25,8 +29,12 @@ pub mod markers;
 pub mod metrics;
 pub mod outcomes;
 pub mod reconcile;
+pub mod sales_order;
 pub mod snapshot;
+pub mod sweep;
+pub mod sweeper;
 pub mod updates;
+pub mod watermark;
 
 use anyhow::Context as _;
 use shared::broker::Broker;
@@ -66,12 +74,7 @@ pub fn services(settings: &Settings) -> anyhow::Result<Services> {
             None
         }
     };
-    let tz = settings.erpnext.time_zone.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "erpnext.time_zone {:?} is not an IANA time zone",
-            settings.erpnext.time_zone
-        )
-    })?;
+    let tz = time_zone(settings)?;
     let dedup = Dedup::connect(&settings.redis.url, names).context("redis.url")?;
     let cfg = settings.mapping.clone();
     let catalog = catalog::Catalog::new(if cfg.items.verify_in_erpnext {
@@ -80,11 +83,7 @@ pub fn services(settings: &Settings) -> anyhow::Result<Services> {
         None
     });
     Ok(Services {
-        app_url: cfg
-            .writeback
-            .erpnext_app_url
-            .clone()
-            .unwrap_or_else(|| settings.erpnext.base_url.clone()),
+        app_url: app_url(settings),
         cfg,
         tz,
         reader: snapshot::Reader::new(hubspot),
@@ -94,12 +93,102 @@ pub fn services(settings: &Settings) -> anyhow::Result<Services> {
     })
 }
 
+/// The ERPNext sweep ([`sweep`]) over these clients.
+pub fn sweep(
+    settings: &Settings,
+    erpnext: ErpNextClient,
+    reader: snapshot::Reader,
+    tz: chrono_tz::Tz,
+    app_url: url::Url,
+) -> anyhow::Result<sweep::Sweep> {
+    let conn = shared::redis_conn::connect(&settings.redis.url).context("redis.url")?;
+    Ok(sweep::Sweep {
+        erpnext,
+        reader,
+        writeback: settings.mapping.writeback.clone(),
+        app_url,
+        tz,
+        site: settings.erpnext.site(),
+        cfg: settings.reconcile.clone(),
+        watermark: watermark::WatermarkStore::new(conn, &settings.names()),
+    })
+}
+
+/// The sweep with its own clients, from `settings` (what `mapper reconcile` runs).
+pub fn sweep_from_settings(settings: &Settings) -> anyhow::Result<sweep::Sweep> {
+    let erpnext = ErpNextClient::new(&settings.erpnext).context("the sweep reads ERPNext")?;
+    sweep(
+        settings,
+        erpnext,
+        snapshot::Reader::new(hubspot_client(settings)?),
+        time_zone(settings)?,
+        app_url(settings),
+    )
+}
+
+fn time_zone(settings: &Settings) -> anyhow::Result<chrono_tz::Tz> {
+    settings.erpnext.time_zone.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "erpnext.time_zone {:?} is not an IANA time zone",
+            settings.erpnext.time_zone
+        )
+    })
+}
+
+/// Base of links to ERPNext documents.
+fn app_url(settings: &Settings) -> url::Url {
+    settings
+        .mapping
+        .writeback
+        .erpnext_app_url
+        .clone()
+        .unwrap_or_else(|| settings.erpnext.base_url.clone())
+}
+
+/// This process's name in the sweep lease.
+fn replica_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("mapper-{}", std::process::id()))
+}
+
 /// Consume the `mapper` queue until `shutdown`, then drain in-flight messages and return.
+/// With `reconcile.interval` set (and ERPNext credentials) the periodic sweep runs beside it.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let services = services(&settings)?;
     // The broker outlives the worker's drain: in-flight messages still publish and ack.
     let broker_stop = CancellationToken::new();
     let broker = Broker::from_settings(&settings, broker_stop.clone());
+    let interval = settings.reconcile.interval;
+    let sweeper = match (&services.erpnext, interval.is_zero()) {
+        (_, true) => None,
+        (None, false) => {
+            tracing::warn!(
+                "reconcile.interval is set but the mapper has no ERPNext credentials: no periodic sweep"
+            );
+            None
+        }
+        (Some(erpnext), false) => {
+            let sweep = sweep(
+                &settings,
+                erpnext.clone(),
+                services.reader.clone(),
+                services.tz,
+                services.app_url.clone(),
+            )?;
+            let conn = shared::redis_conn::connect(&settings.redis.url).context("redis.url")?;
+            Some(tokio::spawn(sweeper::run(
+                sweep,
+                emit::Emitter::new(broker.clone()),
+                conn,
+                settings.names(),
+                interval,
+                replica_name(),
+                shutdown.child_token(),
+            )))
+        }
+    };
     let dedup = Dedup::connect(&settings.redis.url, settings.names()).context("redis.url")?;
     shared::health::spawn(
         settings.worker.metrics_listen,
@@ -124,15 +213,29 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let result = Worker::new(broker, WorkQueue::Mapper, settings.worker.clone(), handler)
         .run(shutdown)
         .await;
+    if let Some(task) = sweeper
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "the periodic sweep task failed");
+    }
     broker_stop.cancel();
     result.context("mapper worker")
 }
 
-/// `mapper reconcile [--fix]`: compare, print, and with `fix` enqueue the missing deals.
+/// `mapper reconcile [--fix]`: compare, sweep, print; with `fix` enqueue the missing deals and
+/// publish the sweep's repairs (under the sweep lease, advancing the watermark). A sweep that
+/// cannot run is reported in [`reconcile::Report::sweep_error`]; the comparison still stands.
 pub async fn run_reconcile(settings: &Settings, fix: bool) -> anyhow::Result<reconcile::Report> {
     let hubspot = hubspot_client(settings)?;
     let erpnext =
         ErpNextClient::new(&settings.erpnext).context("reconcile reads ERPNext's Sales Orders")?;
+    let sweep = sweep(
+        settings,
+        erpnext.clone(),
+        snapshot::Reader::new(hubspot.clone()),
+        time_zone(settings)?,
+        app_url(settings),
+    )?;
     let stop = CancellationToken::new();
     let broker = if fix {
         let b = Broker::from_settings(settings, stop.clone());
@@ -147,14 +250,50 @@ pub async fn run_reconcile(settings: &Settings, fix: bool) -> anyhow::Result<rec
     } else {
         None
     };
-    let result = reconcile::reconcile(
-        &hubspot,
-        &erpnext,
-        &settings.mapping.trigger,
-        &settings.hubspot.portal_id,
-        broker.as_ref(),
-    )
+    let result = async {
+        let mut report = reconcile::reconcile(
+            &hubspot,
+            &erpnext,
+            &settings.mapping.trigger,
+            &settings.hubspot.portal_id,
+            broker.as_ref(),
+        )
+        .await?;
+        let swept: anyhow::Result<sweep::SweepReport> = match &broker {
+            None => sweep.run(None).await.map_err(Into::into),
+            Some(b) => sweep_by_hand(settings, &sweep, b).await,
+        };
+        match swept {
+            Ok(s) => report.sweep = Some(s),
+            Err(e) => report.sweep_error = Some(format!("{e:#}")),
+        }
+        Ok(report)
+    }
     .await;
     stop.cancel();
-    Ok(result?)
+    result
+}
+
+/// `mapper reconcile --fix`'s sweep: under the lease the periodic sweep takes, refused while a
+/// replica holds it.
+async fn sweep_by_hand(
+    settings: &Settings,
+    sweep: &sweep::Sweep,
+    broker: &Broker,
+) -> anyhow::Result<sweep::SweepReport> {
+    let conn = shared::redis_conn::connect(&settings.redis.url).context("redis.url")?;
+    let holder = format!("reconcile-{}", replica_name());
+    let lease = match sweeper::SweepLease::acquire(conn, &settings.names(), &holder).await {
+        sweeper::Acquired::Held(l) => Some(l),
+        sweeper::Acquired::Busy(holder) => anyhow::bail!(
+            "a sweep is running ({}); it repairs the same deals — try again when it is done",
+            holder.as_deref().unwrap_or("holder unknown")
+        ),
+        sweeper::Acquired::Unavailable => None,
+    };
+    let swept = sweep.run(Some(&emit::Emitter::new(broker.clone()))).await;
+    if let Some(l) = lease {
+        l.release().await;
+    }
+    Ok(swept?)
 }

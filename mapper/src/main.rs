@@ -1,5 +1,5 @@
 //! `mapper`: turn events into commands (`run`), check the mapping (`config check`), compare won deals
-//! with Sales Orders (`reconcile`), operate the DLQ (`dlq`). See `lib.rs`.
+//! with Sales Orders and sweep ERPNext's changes (`reconcile`), operate the DLQ (`dlq`). See `lib.rs`.
 
 use std::process::ExitCode;
 
@@ -23,9 +23,11 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Common(CommonCommand),
-    /// Compare HubSpot's won deals with ERPNext's Sales Orders and report the differences.
+    /// Compare HubSpot's won deals with ERPNext's Sales Orders, and sweep ERPNext's invoices and
+    /// orders changed since the last sweep for deals whose HubSpot values differ; report both.
     Reconcile {
-        /// Enqueue every won deal without a Sales Order for sync (as if its webhook came again).
+        /// Enqueue every won deal without a Sales Order for sync (as if its webhook came again),
+        /// and publish the sweep's deal updates (advancing its watermark).
         #[arg(long)]
         fix: bool,
     },
@@ -39,9 +41,12 @@ async fn main() -> ExitCode {
         Command::Common(c) => run_common("mapper", WorkQueue::Mapper, config, c, mapper::run).await,
         Command::Reconcile { fix } => {
             with_settings("mapper", config, |s| async move {
-                mapper::run_reconcile(&s, fix)
-                    .await
-                    .map(|report| print!("{report}"))
+                let report = mapper::run_reconcile(&s, fix).await?;
+                print!("{report}");
+                match report.sweep_error {
+                    Some(e) => Err(anyhow::anyhow!("the sweep failed: {e}")),
+                    None => Ok(()),
+                }
             })
             .await
         }

@@ -4,6 +4,10 @@
 //! `erp.sync_deal` — so a lost webhook, a purged dead letter or a sync from before go-live all
 //! converge the same way, with the same checks.
 //!
+//! Then one sweep of ERPNext ([`crate::sweep`]): invoices and orders changed since the
+//! watermark whose deals show other values in HubSpot are listed, and with `--fix` corrected
+//! (under the same lease as the periodic sweep).
+//!
 //! Reading: HubSpot's search for deals in the trigger pipelines and stages (search budget,
 //! 200 per page, windowed by `hs_object_id` past the 10,000-result cap of one query); ERPNext's
 //! Sales Orders that carry a `hubspot_deal_id` (500 per page). Orders whose deal is not won any
@@ -26,6 +30,8 @@ use shared::hubspot::{HubSpotClient, HubSpotError, ObjectType};
 use shared::mapping::TriggerConfig;
 use shared::names::{Exchange, routing};
 use uuid::Uuid;
+
+use crate::sweep::SweepReport;
 
 /// HubSpot stops one search query at 10,000 results; a new window starts before that.
 const SEARCH_WINDOW: usize = 9_800;
@@ -54,6 +60,10 @@ pub struct Report {
     pub enqueued: usize,
     /// The correlation ID of the published events, to follow them in the logs.
     pub correlation_id: Option<String>,
+    /// The sweep of ERPNext changes since the watermark ([`crate::sweep`]).
+    pub sweep: Option<SweepReport>,
+    /// Why the sweep did not run or failed (the comparison above still stands).
+    pub sweep_error: Option<String>,
 }
 
 impl fmt::Display for Report {
@@ -88,10 +98,17 @@ impl fmt::Display for Report {
                 f,
                 "enqueued {} deal(s) for sync (correlation_id {c})",
                 self.enqueued
-            ),
+            )?,
             None if !self.missing.is_empty() => {
-                writeln!(f, "run with --fix to enqueue the missing deals")
+                writeln!(f, "run with --fix to enqueue the missing deals")?
             }
+            None => {}
+        }
+        if let Some(s) = &self.sweep {
+            write!(f, "{s}")?;
+        }
+        match &self.sweep_error {
+            Some(e) => writeln!(f, "sweep of ERPNext changes failed: {e}"),
             None => Ok(()),
         }
     }

@@ -24,6 +24,32 @@ use crate::markers::Record;
 use crate::metrics;
 use crate::outcomes::crm_update;
 
+/// The reason a deal whose every order revision is cancelled shows.
+pub const CANCELLED: &str = "cancelled in ERPNext and not amended";
+
+/// What the deal shows for where its order stands (`order`, with `status` and `modified`): the
+/// live revision as its synced order, or the last cancelled one for review. The webhook path
+/// here and the sweep ([`crate::sweep`]) both write this.
+pub fn outcome(deal: &str, order: &DealOrder) -> Option<ErpOutcome> {
+    match order {
+        DealOrder::Live(doc) => Some(ErpOutcome::SalesOrderUpserted {
+            hubspot_deal_id: deal.to_string(),
+            hubspot_company_id: String::new(),
+            sales_order: doc.name().to_string(),
+            docstatus: doc.docstatus(),
+            status: doc.str("status").unwrap_or_default().to_string(),
+            created: false,
+            modified: doc.modified().unwrap_or_default().to_string(),
+        }),
+        DealOrder::Cancelled(doc) => Some(ErpOutcome::SalesOrderConflict {
+            hubspot_deal_id: deal.to_string(),
+            sales_order: doc.name().to_string(),
+            reason: CANCELLED.into(),
+        }),
+        DealOrder::Absent => None,
+    }
+}
+
 pub async fn on_event(
     s: &Services,
     _parent: &Envelope,
@@ -47,19 +73,11 @@ pub async fn on_event(
             "Sales Order webhooks need ERPNext credentials ([erpnext] api_key/api_secret)".into(),
         ));
     };
-    let outcome = match deal_order(erpnext, deal, &["status", "modified"]).await? {
+    let order = deal_order(erpnext, deal, &["status", "modified"]).await?;
+    match &order {
         DealOrder::Live(doc) => {
             s.markers.mark(Record::Deal, deal, doc.name()).await;
             tracing::info!(deal, sales_order = doc.name(), event = %ev.event, "deal follows its live Sales Order");
-            ErpOutcome::SalesOrderUpserted {
-                hubspot_deal_id: deal.to_string(),
-                hubspot_company_id: String::new(),
-                sales_order: doc.name().to_string(),
-                docstatus: doc.docstatus(),
-                status: doc.str("status").unwrap_or_default().to_string(),
-                created: false,
-                modified: doc.modified().unwrap_or_default().to_string(),
-            }
         }
         DealOrder::Cancelled(doc) => {
             metrics::needs_review("sales_order_cancelled");
@@ -68,18 +86,14 @@ pub async fn on_event(
                 sales_order = doc.name(),
                 "the deal's Sales Order is cancelled with no amendment: flagged for review"
             );
-            ErpOutcome::SalesOrderConflict {
-                hubspot_deal_id: deal.to_string(),
-                sales_order: doc.name().to_string(),
-                reason: "cancelled in ERPNext and not amended".into(),
-            }
         }
-        DealOrder::Absent => {
-            return Ok(Decision::ignore(
-                "no_order",
-                format!("no Sales Order of deal {deal} is left in ERPNext"),
-            ));
-        }
+        DealOrder::Absent => {}
+    }
+    let Some(outcome) = outcome(deal, &order) else {
+        return Ok(Decision::ignore(
+            "no_order",
+            format!("no Sales Order of deal {deal} is left in ERPNext"),
+        ));
     };
     let now = Utc::now();
     match crm_update(&s.cfg.writeback, &s.app_url, &outcome, now, now) {

@@ -229,6 +229,17 @@ impl Reader {
         Ok(ids.iter().flat_map(|id| read.ids(id)).collect())
     }
 
+    /// Deals' current `properties` (one batch read per 100); deals HubSpot does not know are
+    /// left out. The sweep's view of what HubSpot shows.
+    pub async fn deals(
+        &self,
+        ids: &[String],
+        properties: &[String],
+    ) -> Result<Vec<SimplePublicObject>, HubSpotError> {
+        self.batch(ObjectType::Deals, ids, properties.to_vec())
+            .await
+    }
+
     async fn batch(
         &self,
         ty: ObjectType,

@@ -22,6 +22,9 @@ use crate::names::Names;
 
 pub const ENV_PREFIX: &str = "L2L_";
 pub const CONFIG_PATH_ENV: &str = "L2L_CONFIG";
+/// Prefixes of the test harness's own variables (`L2L_TEST_AMQP_URL`, `L2L_REQUIRE_REAL_ERPNEXT`,
+/// …): never configuration, so a service a test starts as a child process ignores them.
+pub const NOT_CONFIG_PREFIXES: [&str; 2] = ["L2L_TEST_", "L2L_REQUIRE_"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -76,6 +79,7 @@ pub struct Settings {
     pub erpnext: ErpNextConfig,
     pub worker: WorkerConfig,
     pub crm_writer: CrmWriterConfig,
+    pub reconcile: ReconcileConfig,
     pub telemetry: TelemetryConfig,
     pub mapping: MappingConfig,
 }
@@ -113,7 +117,9 @@ pub struct RedisConfig {
     /// How long the mapper remembers an event it has seen (HubSpot retries for up to a day).
     #[serde(with = "humantime_serde")]
     pub seen_ttl: Duration,
-    /// A writer's lease on one key; longer than the slowest write, shorter than an operator's patience.
+    /// A writer's lease on one key. The holder renews it every third of this while it works, so
+    /// it only has to outlast a missed renewal; it is also how long a crashed writer's keys stay
+    /// blocked (others wait for it rather than climb the retry ladder).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// How long a writer remembers a finished command.
@@ -126,7 +132,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             seen_ttl: Duration::from_secs(7 * 24 * 3600),
-            lease_ttl: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(15),
             done_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
@@ -370,6 +376,36 @@ impl Default for CrmWriterConfig {
     }
 }
 
+/// The mapper's sweep of ERPNext for Sales Invoices and Sales Orders changed since the last
+/// sweep (`mapper/src/sweep.rs`): Frappe drops a webhook after three tries within ~5 s, so no fact
+/// may depend on one delivery.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// How often one mapper replica sweeps; `"off"` (or `"0s"`) disables the periodic sweep
+    /// (`mapper reconcile --fix` still sweeps on demand).
+    #[serde(with = "interval")]
+    pub interval: Duration,
+    /// How far back a sweep reads when its watermark is lost (Redis flushed or unreachable): a
+    /// lost watermark costs a longer sweep, never a missed fact.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// Each sweep starts this far before the newest `modified` the last one saw, so a document
+    /// whose transaction committed late (or a clock that disagrees) is still read.
+    #[serde(with = "humantime_serde")]
+    pub overlap: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            lookback: Duration::from_secs(7 * 24 * 3600),
+            overlap: Duration::from_secs(120),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -423,10 +459,11 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         let mut overrides = EnvOverrides::default();
-        for (var, value) in env
-            .iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIG_PATH_ENV)
-        {
+        for (var, value) in env.iter().filter(|(k, _)| {
+            k.starts_with(ENV_PREFIX)
+                && k != CONFIG_PATH_ENV
+                && !NOT_CONFIG_PREFIXES.iter().any(|p| k.starts_with(p))
+        }) {
             let name = &var[ENV_PREFIX.len()..];
             // `L2L_HUBSPOT__CLIENT_SECRET_FILE=/run/secrets/x` sets `hubspot.client_secret`.
             if let Some(name) = name.strip_suffix("_FILE") {
@@ -510,6 +547,13 @@ impl Settings {
                 "worker.retry_tiers",
                 "is empty",
                 "use e.g. [\"5s\", \"30s\", \"5m\", \"30m\"]",
+            ));
+        }
+        if self.reconcile.lookback <= self.reconcile.overlap {
+            p.push(Problem::new(
+                "reconcile.lookback",
+                "must be longer than reconcile.overlap",
+                "use e.g. \"7days\" (and an overlap of a few minutes)",
             ));
         }
         if self.erpnext.time_zone.parse::<chrono_tz::Tz>().is_err() {
@@ -599,6 +643,19 @@ impl Provider for EnvOverrides {
 /// `<binary> config check`: load, validate, print a verdict. Exit code 0 when valid, 78 (EX_CONFIG)
 /// when not, so scripts can tell a bad config from a crash.
 pub fn check_command(path: Option<&Path>, binary: &str) -> std::process::ExitCode {
+    match check_offline(path, binary) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// The offline part of `config check` (the file and the mapping alone), verdict printed; the
+/// settings when valid, so binaries that talk to ERPNext can go on to check the site
+/// (`erpnext::site_check::check_command`).
+pub fn check_offline(
+    path: Option<&Path>,
+    binary: &str,
+) -> Result<Settings, std::process::ExitCode> {
     match Settings::load(path) {
         Ok(s) => {
             println!(
@@ -607,11 +664,11 @@ pub fn check_command(path: Option<&Path>, binary: &str) -> std::process::ExitCod
                 redact_url(&s.amqp.url),
                 redact_url(&s.redis.url)
             );
-            std::process::ExitCode::SUCCESS
+            Ok(s)
         }
         Err(e) => {
             eprintln!("{binary}: {e}");
-            std::process::ExitCode::from(EXIT_INVALID_CONFIG)
+            Err(std::process::ExitCode::from(EXIT_INVALID_CONFIG))
         }
     }
 }
@@ -628,6 +685,37 @@ pub fn redact_url(raw: &str) -> String {
         }
         Ok(u) => u.to_string(),
         Err(_) => "<unparseable url>".into(),
+    }
+}
+
+/// A duration that can be switched off: `"off"`, `"0s"` or `0` ⇄ `Duration::ZERO`.
+mod interval {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_zero() {
+            s.serialize_str("off")
+        } else {
+            s.serialize_str(&humantime::format_duration(*v).to_string())
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Seconds(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Seconds(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) if t.trim().eq_ignore_ascii_case("off") => Ok(Duration::ZERO),
+            Raw::Text(t) => humantime::parse_duration(t.trim())
+                .map_err(|e| D::Error::custom(format!("{t:?}: {e} (or \"off\")"))),
+        }
     }
 }
 
@@ -663,6 +751,30 @@ mod tests {
     }
 
     #[test]
+    fn the_sweep_interval_can_be_switched_off() {
+        let s = Settings::load_from(None, &[]).expect("defaults");
+        assert_eq!(s.reconcile.interval, Duration::from_secs(300));
+        for off in ["off", "OFF", "0s", "0"] {
+            let s = Settings::load_from(None, &env(&[("L2L_RECONCILE__INTERVAL", off)]))
+                .expect("valid");
+            assert!(s.reconcile.interval.is_zero(), "{off}");
+            assert_eq!(
+                serde_json::to_value(&s.reconcile).expect("json")["interval"],
+                "off"
+            );
+        }
+        let s =
+            Settings::load_from(None, &env(&[("L2L_RECONCILE__INTERVAL", "90s")])).expect("valid");
+        assert_eq!(s.reconcile.interval, Duration::from_secs(90));
+        assert!(Settings::load_from(None, &env(&[("L2L_RECONCILE__INTERVAL", "soon")])).is_err());
+        let problems = Settings::load_from(None, &env(&[("L2L_RECONCILE__LOOKBACK", "1m")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(problems.contains("reconcile.lookback"), "{problems}");
+    }
+
+    #[test]
     fn defaults_load_without_a_file() {
         let s = Settings::load_from(None, &[]).expect("defaults are valid");
         assert_eq!(s.amqp.namespace, "l2l");
@@ -690,6 +802,9 @@ mod tests {
                 ),
                 ("L2L_AMQP__DELIVERY_LIMIT", "7"),
                 ("OTHER", "x"),
+                // The test harness's own variables are not configuration.
+                ("L2L_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5673/%2f"),
+                ("L2L_REQUIRE_REAL_ERPNEXT", "1"),
             ]),
         )
         .expect("loads");

@@ -119,6 +119,12 @@ impl Names {
         format!("{}:lease:{idempotency_key}", self.namespace)
     }
 
+    /// Redis key of the mapper's ERPNext sweep state: `watermark` (where the last sweep got to)
+    /// and `lease` (which replica is sweeping).
+    pub fn sweep_key(&self, what: &str) -> String {
+        format!("{}:sweep:{what}", self.namespace)
+    }
+
     /// Redis key for a writer's "done" marker.
     pub fn done_key(&self, idempotency_key: &str) -> String {
         format!("{}:done:{idempotency_key}", self.namespace)

@@ -10,3 +10,4 @@ mod outcomes;
 mod pipeline;
 mod reconcile;
 mod support;
+mod sweep;
