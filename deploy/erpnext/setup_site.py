@@ -390,10 +390,13 @@ def ensure_items():
 				}
 			)
 			changed(f"Item {code} ({'stock' if is_stock else 'non-stock'}, {uom}) created")
+		# An Item Price is valid from the day it is made unless told otherwise: an order dated
+		# earlier (a deal's close date) would find no price and get price_list_rate 0. Valid
+		# from the same day as the exchange rates, like a price list that has always been there.
 		prices = frappe.get_all(
 			"Item Price",
 			filters={"item_code": code, "price_list": PRICE_LIST, "customer": ("is", "not set")},
-			fields=["name", "price_list_rate"],
+			fields=["name", "price_list_rate", "valid_from"],
 		)
 		if not prices:
 			insert(
@@ -403,12 +406,17 @@ def ensure_items():
 					"price_list": PRICE_LIST,
 					"price_list_rate": price,
 					"currency": CURRENCY,
+					"valid_from": EXCHANGE_DATE,
 				}
 			)
 			changed(f"Item Price {code} @ {PRICE_LIST} = {price:g} {CURRENCY}")
-		elif flt(prices[0].price_list_rate) != price:
-			frappe.db.set_value("Item Price", prices[0].name, "price_list_rate", price)
-			changed(f"Item Price {code} @ {PRICE_LIST} {prices[0].price_list_rate} -> {price:g} {CURRENCY}")
+		else:
+			if flt(prices[0].price_list_rate) != price:
+				frappe.db.set_value("Item Price", prices[0].name, "price_list_rate", price)
+				changed(f"Item Price {code} @ {PRICE_LIST} {prices[0].price_list_rate} -> {price:g} {CURRENCY}")
+			if str(prices[0].valid_from) != EXCHANGE_DATE:
+				frappe.db.set_value("Item Price", prices[0].name, "valid_from", EXCHANGE_DATE)
+				changed(f"Item Price {code} @ {PRICE_LIST} valid from {EXCHANGE_DATE}")
 	ensure_opening_stock()
 
 

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use l2l_tests::sim::erpnext::{
-    DeliveryState, ErpNextSim, ErpNextSimConfig, ErpNextSimHandle, render_json,
+    CustomFields, DeliveryState, ErpNextSim, ErpNextSimConfig, ErpNextSimHandle, render_json,
 };
 use l2l_tests::sim::faults::FaultConfig;
 use serde_json::{Value, json};
@@ -41,6 +41,8 @@ fn config() -> ErpNextSimConfig {
         // The captures were taken on 2026-11-24 (site time); names and dates depend on it.
         clock_start: Some("2026-11-24 12:17:30".into()),
         webhook_retry_delays_ms: vec![20, 40],
+        // The captured site's custom fields: a unique `hubspot_deal_id`.
+        custom_fields: CustomFields::Captured,
         ..ErpNextSimConfig::default()
     }
 }
@@ -899,7 +901,7 @@ async fn custom_fields_become_known_and_unique_fields() {
         .expect("bind");
     let sim = ErpNextSim::start(
         ErpNextSimConfig {
-            seed_custom_fields: false,
+            custom_fields: CustomFields::None,
             ..config()
         },
         listener,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use erp_writer::setup::Action;
-use l2l_tests::sim::erpnext::{DeliveryState, ErpNextSimConfig, WebhookDelivery};
+use l2l_tests::sim::erpnext::{CustomFields, DeliveryState, ErpNextSimConfig, WebhookDelivery};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::config::Settings;
@@ -15,7 +15,7 @@ use crate::common::{WEBHOOK_SECRET, World, deal};
 
 async fn bare_site() -> (World, Settings) {
     let w = World::with_sim(ErpNextSimConfig {
-        seed_custom_fields: false,
+        custom_fields: CustomFields::None,
         webhook_retry_delays_ms: vec![10, 10],
         ..Default::default()
     })

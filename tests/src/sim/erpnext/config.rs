@@ -48,10 +48,9 @@ pub struct ErpNextSimConfig {
     /// dated the day the site starts. A transaction in a currency without one is refused, as
     /// on a site that cannot reach an exchange-rate API.
     pub exchange_rates: BTreeMap<String, f64>,
-    /// Create the custom fields of the captured site (`Customer.hubspot_company_id` unique,
-    /// `Contact.hubspot_contact_id`, `Sales Order.hubspot_deal_id` unique). Off to test a setup
-    /// command that creates them.
-    pub seed_custom_fields: bool,
+    /// Which custom fields the site starts with (`CustomFields::None` to test the setup command
+    /// that creates them).
+    pub custom_fields: CustomFields,
     /// DocTypes the API user has no role for: every request on them answers 403.
     pub denied_doctypes: Vec<String>,
     pub faults: FaultConfig,
@@ -186,7 +185,7 @@ impl Default for ErpNextSimConfig {
             exchange_rates: [("EUR".to_string(), 1.08), ("GBP".to_string(), 1.27)]
                 .into_iter()
                 .collect(),
-            seed_custom_fields: true,
+            custom_fields: CustomFields::AsSetUp,
             denied_doctypes: Vec::new(),
             faults: FaultConfig::default(),
             webhook_retry_delays_ms: vec![1000, 4000],
@@ -310,4 +309,19 @@ impl SeedAccount {
             account_currency: currency.map(str::to_string),
         }
     }
+}
+
+/// The custom fields a simulated site starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomFields {
+    /// None: `erp-writer setup` has not run.
+    None,
+    /// As `erp-writer setup` creates them: `Customer.hubspot_company_id` unique,
+    /// `Contact.hubspot_contact_id`, `Sales Order.hubspot_deal_id` (on every revision) and
+    /// `Sales Order.hubspot_deal_key` (unique, not copied into amendments).
+    AsSetUp,
+    /// As on the site the contracts were captured from, before amendments were supported:
+    /// `Sales Order.hubspot_deal_id` unique, no `hubspot_deal_key`.
+    Captured,
 }

@@ -46,7 +46,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    ConfigFileError, ErpNextSimConfig, SeedAccount, SeedItem, SeedPriceList, SeedTaxTemplate,
+    ConfigFileError, CustomFields, ErpNextSimConfig, SeedAccount, SeedItem, SeedPriceList,
+    SeedTaxTemplate,
 };
 pub use errors::FrappeError;
 pub use webhooks::{DeliveryAttempt, DeliveryState, WebhookDelivery, render_json};

@@ -12,7 +12,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
-use super::config::ErpNextSimConfig;
+use super::config::{CustomFields, ErpNextSimConfig};
+
+/// The date seeded exchange rates and Item Prices are valid from.
+const SEEDED_SINCE: &str = "2020-01-01";
 use super::doctypes::Registry;
 
 pub type Doc = Map<String, Value>;
@@ -404,12 +407,14 @@ impl Site {
                 }),
             );
         }
-        let today = self.today();
+        // Seeded rates and prices hold from long before any test's dates (a deal's close date
+        // may lie before the day the site started), as on the site deploy/erpnext.sh builds.
+        let since = SEEDED_SINCE;
         for (from, rate) in &c.exchange_rates {
             self.seed_doc(
                 "Currency Exchange",
-                &format!("{today}-{from}-{}", c.currency),
-                json!({"date": today, "from_currency": from, "to_currency": c.currency,
+                &format!("{since}-{from}-{}", c.currency),
+                json!({"date": since, "from_currency": from, "to_currency": c.currency,
                        "exchange_rate": rate, "for_buying": 1, "for_selling": 1}),
             );
         }
@@ -462,7 +467,7 @@ impl Site {
                         "selling": 1,
                         "currency": pl.currency,
                         "price_list_rate": rate,
-                        "valid_from": self.today(),
+                        "valid_from": SEEDED_SINCE,
                     }),
                 );
             }
@@ -492,13 +497,16 @@ impl Site {
                 }),
             );
         }
-        if c.seed_custom_fields {
-            for (dt, fieldname, label, unique, after) in [
+        let deal_id_unique = i32::from(c.custom_fields == CustomFields::Captured);
+        let fields: &[(&str, &str, &str, i32, i32, &str)] = match c.custom_fields {
+            CustomFields::None => &[],
+            _ => &[
                 (
                     "Customer",
                     "hubspot_company_id",
                     "HubSpot Company ID",
                     1,
+                    0,
                     "customer_name",
                 ),
                 (
@@ -506,22 +514,38 @@ impl Site {
                     "hubspot_contact_id",
                     "HubSpot Contact ID",
                     0,
+                    0,
                     "last_name",
                 ),
                 (
                     "Sales Order",
                     "hubspot_deal_id",
                     "HubSpot Deal ID",
-                    1,
+                    deal_id_unique,
+                    0,
                     "customer",
                 ),
-            ] {
+                (
+                    "Sales Order",
+                    "hubspot_deal_key",
+                    "HubSpot Deal Key",
+                    1,
+                    1,
+                    "hubspot_deal_id",
+                ),
+            ],
+        };
+        {
+            for &(dt, fieldname, label, unique, no_copy, after) in fields {
+                if c.custom_fields == CustomFields::Captured && fieldname == "hubspot_deal_key" {
+                    continue;
+                }
                 let name = format!("{dt}-{fieldname}");
                 self.seed_doc(
                     "Custom Field",
                     &name,
                     json!({"dt": dt, "label": label, "fieldname": fieldname, "insert_after": after,
-                           "fieldtype": "Data", "unique": unique}),
+                           "fieldtype": "Data", "unique": unique, "no_copy": no_copy}),
                 );
                 if let Some(cf) = self.get("Custom Field", &name).cloned() {
                     self.reg.apply_custom_field(&cf);
