@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         services: true,
         submit_orders: true,
         demo_ports: true,
+        ..StackOptions::default()
     })
     .await
     .context("starting the stack (is RabbitMQ/Redis up? deploy/services.sh)")?;
