@@ -201,6 +201,13 @@ conformance!(
     real_setup_twice_and_after_a_secret_change
 );
 
+conformance!(
+    cancel_then_amend,
+    options(),
+    sim_cancel_then_amend,
+    real_cancel_then_amend
+);
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
@@ -1063,6 +1070,91 @@ async fn setup_twice_and_after_a_secret_change(stack: &mut Stack) -> anyhow::Res
         restored.count(Action::Updated),
         WEBHOOKS.len(),
         "restoring the secret rewrites it again:\n{restored}"
+    );
+    Ok(())
+}
+
+/// Cancel, then amend, as people do in ERPNext's desk. The cancel flags the deal for review; the
+/// amendment (it copies the deal's ID, not the unique key) goes in, the deal follows it and its
+/// invoice reaches the deal; the deal won again creates nothing. A cancelled order that nobody
+/// amends keeps the deal flagged, even when the deal is won again.
+async fn cancel_then_amend(stack: &mut Stack) -> anyhow::Result<()> {
+    assert!(stack.settings.mapping.order.submit);
+    let deal = stack.seed(&spec(stack, 91, 1, &LINES[..1]))?;
+    let lone = stack.seed(&spec(stack, 92, 1, &LINES[..1]))?;
+    stack.win_deal(&deal.deal_id)?;
+    stack.win_deal(&lone.deal_id)?;
+    let original = synced(stack, &deal).await;
+    let lone_order = synced(stack, &lone).await;
+
+    stack.erp().cancel("Sales Order", &original).await?;
+    stack.erp().cancel("Sales Order", &lone_order).await?;
+    for (d, so) in [(&deal, &original), (&lone, &lone_order)] {
+        wait_deal(stack, d, "needs_review after the cancel", |p| {
+            (p.get("erpnext_sync_status").map(String::as_str) == Some("needs_review")
+                && p.get("erpnext_sales_order") == Some(so))
+            .then_some(())
+        })
+        .await;
+    }
+
+    let amendment = stack.erp().amend("Sales Order", &original).await?;
+    assert_eq!(
+        amendment.str("hubspot_deal_id"),
+        Some(deal.deal_id.as_str()),
+        "the amendment keeps the deal's ID"
+    );
+    let amended = amendment.name().to_string();
+    wait_deal(stack, &deal, "the amendment on the deal", |p| {
+        (p.get("erpnext_sales_order") == Some(&amended)
+            && p.get("erpnext_sync_status").map(String::as_str) == Some("synced"))
+        .then_some(())
+    })
+    .await;
+    stack.erp().client().submit("Sales Order", &amended).await?;
+    let invoice = stack.erp().invoice_sales_order(&amended).await?;
+    assert_eq!(invoice.str("hubspot_deal_id"), Some(deal.deal_id.as_str()));
+    invoice_status(stack, &deal, "unpaid").await;
+
+    // Won again (the rep moves the stage back and forth): no new order for either deal.
+    for d in [&deal, &lone] {
+        stack
+            .hubspot
+            .update_as_user(
+                ObjectType::Deals,
+                &d.deal_id,
+                &[("dealstage", "contractsent")],
+            )
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        stack.win_deal(&d.deal_id)?;
+    }
+    wait_deal(
+        stack,
+        &lone,
+        "the lone deal still flagged after winning again",
+        |p| {
+            (p.get("erpnext_sync_status").map(String::as_str) == Some("needs_review")
+                && p.get("erpnext_sync_message")
+                    .is_some_and(|m| m.contains("cancelled")))
+            .then_some(())
+        },
+    )
+    .await;
+    synced(stack, &deal).await;
+    let orders = stack.erp().sales_orders_for_deal(&deal.deal_id).await?;
+    let mut names: Vec<&str> = orders.iter().map(Doc::name).collect();
+    names.sort();
+    let mut want = vec![original.as_str(), amended.as_str()];
+    want.sort();
+    assert_eq!(names, want, "the original and its amendment, nothing more");
+    assert_eq!(
+        stack
+            .erp()
+            .sales_orders_for_deal(&lone.deal_id)
+            .await?
+            .len(),
+        1,
+        "a cancelled order is not replaced by lead2ledger"
     );
     Ok(())
 }

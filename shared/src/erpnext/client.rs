@@ -129,6 +129,7 @@ pub struct ListQuery {
     order_by: Option<Order>,
     limit: Option<u32>,
     start: Option<u32>,
+    parent: Option<String>,
 }
 
 impl ListQuery {
@@ -188,6 +189,13 @@ impl ListQuery {
         self
     }
 
+    /// `parent`: the parent doctype, which Frappe requires to list a child doctype (e.g.
+    /// `DocField` of `DocType`).
+    pub fn parent(mut self, doctype: &str) -> Self {
+        self.parent = Some(doctype.to_string());
+        self
+    }
+
     /// `limit_start`.
     pub fn start(mut self, n: u32) -> Self {
         self.start = Some(n);
@@ -210,6 +218,9 @@ impl ListQuery {
         }
         if let Some(o) = &self.order_by {
             q.append_pair("order_by", &o.render(doctype));
+        }
+        if let Some(p) = &self.parent {
+            q.append_pair("parent", p);
         }
         if let Some(s) = self.start {
             q.append_pair("limit_start", &s.to_string());

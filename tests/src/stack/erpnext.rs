@@ -379,6 +379,92 @@ impl ErpNext {
             .with_context(|| format!("submitting Payment Entry {}", inserted.name()))
     }
 
+    /// What the desk's "Cancel" does on a submitted document.
+    pub async fn cancel(&self, doctype: &str, name: &str) -> anyhow::Result<()> {
+        self.client
+            .call(
+                "frappe.client.cancel",
+                &json!({"doctype": doctype, "name": name}),
+            )
+            .await
+            .with_context(|| format!("cancelling {doctype} {name}"))?;
+        Ok(())
+    }
+
+    /// What the desk's "Amend" does on a cancelled document: `frappe.model.copy_doc` (every
+    /// field but the `no_copy` ones and the row identities), `amended_from` set, saved as a
+    /// draft. The `no_copy` fields are the doctype's (DocField) and its Custom Fields'; the dates
+    /// a person re-enters in the form are kept.
+    pub async fn amend(&self, doctype: &str, name: &str) -> anyhow::Result<Doc> {
+        let cancelled = self
+            .get(doctype, name)
+            .await?
+            .with_context(|| format!("{doctype} {name} to amend"))?;
+        let mut no_copy = std::collections::BTreeSet::new();
+        let standard = ListQuery::new()
+            .filter("parent", "=", doctype)
+            .filter("no_copy", "=", 1)
+            .fields(&["fieldname"])
+            .limit(0);
+        // The simulator has no DocField list; its documents have no standard no_copy fields
+        // that an insert would keep.
+        if let Ok(rows) = self
+            .client
+            .list("DocField", &standard.parent("DocType"))
+            .await
+        {
+            no_copy.extend(
+                rows.iter()
+                    .filter_map(|r| r.str("fieldname").map(str::to_string)),
+            );
+        }
+        let custom = ListQuery::new()
+            .filter("dt", "=", doctype)
+            .filter("no_copy", "=", 1)
+            .fields(&["fieldname"])
+            .limit(0);
+        no_copy.extend(
+            self.docs("Custom Field", custom)
+                .await?
+                .iter()
+                .filter_map(|r| r.str("fieldname").map(str::to_string)),
+        );
+        for kept in ["transaction_date", "delivery_date"] {
+            no_copy.remove(kept);
+        }
+        let Value::Object(mut copy) = cancelled.into_value() else {
+            anyhow::bail!("{doctype} {name} is not an object");
+        };
+        for f in [
+            "name",
+            "owner",
+            "creation",
+            "modified",
+            "modified_by",
+            "docstatus",
+            "idx",
+        ] {
+            copy.remove(f);
+        }
+        copy.retain(|k, _| !no_copy.contains(k));
+        for rows in copy.values_mut().filter_map(Value::as_array_mut) {
+            for row in rows.iter_mut().filter_map(Value::as_object_mut) {
+                for f in ["name", "parent", "creation", "modified", "docstatus"] {
+                    row.remove(f);
+                }
+            }
+        }
+        copy.insert("amended_from".into(), json!(name));
+        copy.insert("docstatus".into(), json!(0));
+        let inserted = self
+            .client
+            .insert(doctype, &Value::Object(copy))
+            .await
+            .with_context(|| format!("inserting the amendment of {doctype} {name}"))?;
+        self.made(doctype, inserted.name());
+        Ok(inserted)
+    }
+
     fn made(&self, doctype: &str, name: &str) {
         self.made
             .lock()
