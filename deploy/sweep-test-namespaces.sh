@@ -3,7 +3,12 @@
 # hour: a test killed mid-run (a timeout, a SIGKILL, a machine stopped) cannot clean up after
 # itself, and its quorum queues would otherwise stay on the broker for good. Namespaces younger than an hour
 # may belong to a suite running right now and are left alone. Usage: deploy/sweep-test-namespaces.sh
+# The broker is the one `rabbitmqctl` reaches, or `$L2L_TEST_RABBITMQCTL` (a command line used
+# instead, e.g. deploy/rabbitmqctl4 for the RabbitMQ 4 node), like the tests themselves.
 set -euo pipefail
+
+# shellcheck disable=SC2206
+ctl=(${L2L_TEST_RABBITMQCTL:-rabbitmqctl})
 
 max_age_ms=${L2L_SWEEP_MAX_AGE_MS:-3600000}
 now_ms=$(( $(date +%s) * 1000 ))
@@ -15,17 +20,18 @@ stale() {
 swept=0
 while read -r queue; do
   if stale "$queue" '\.'; then
-    timeout 30 rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
+    timeout 30 "${ctl[@]}" -q delete_queue "$queue" </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
   fi
-done < <(timeout 60 rabbitmqctl -q list_queues --no-table-headers name 2>/dev/null || true)
+done < <(timeout 60 "${ctl[@]}" -q list_queues --no-table-headers name 2>/dev/null || true)
 # Their exchanges too. rabbitmqctl has no delete_exchange: this calls the broker's own
-# function (RabbitMQ 3.x); on a broker where that differs the exchanges stay, which is harmless.
+# function, rabbit_exchange:delete/3, the same on RabbitMQ 3.10 and 4.0 (checked); on a broker
+# where that differs the exchanges stay, which is harmless.
 while read -r exchange; do
   if stale "$exchange" '\.'; then
-    timeout 30 rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"l2l-sweep\">>)." \
+    timeout 30 "${ctl[@]}" -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"l2l-sweep\">>)." \
       </dev/null >/dev/null 2>&1 && swept=$((swept + 1))
   fi
-done < <(timeout 60 rabbitmqctl -q list_exchanges --no-table-headers name 2>/dev/null || true)
+done < <(timeout 60 "${ctl[@]}" -q list_exchanges --no-table-headers name 2>/dev/null || true)
 # And their Redis keys (`<namespace>:…`: dedup markers, leases, budgets, ordering times).
 redis_keys=0
 if command -v redis-cli >/dev/null 2>&1; then
@@ -43,4 +49,4 @@ if command -v redis-cli >/dev/null 2>&1; then
   done
   rm -f "$keys_file"
 fi
-echo "[services] swept $swept queue(s) and exchange(s) and $redis_keys Redis key(s) of test namespaces older than $((max_age_ms / 60000)) min"
+echo "[services] swept $swept queue(s) and exchange(s) (${ctl[*]}) and $redis_keys Redis key(s) of test namespaces older than $((max_age_ms / 60000)) min"

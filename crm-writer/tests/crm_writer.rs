@@ -23,7 +23,7 @@ use shared::hubspot::ObjectType;
 use shared::mapping::invoice_status_value;
 use shared::names::{Exchange, WorkQueue};
 use shared::runtime::{Handler, Incoming, Outcome};
-use shared::testkit::{TestNamespace, drain, eventually, queue_len};
+use shared::testkit::{TestNamespace, drain, eventually, queue_len, rabbitmqctl};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -149,16 +149,15 @@ impl Harness {
         eventually(Duration::from_secs(15), "every delivery acked", || {
             let queue = queue.clone();
             async move {
-                let out = tokio::process::Command::new("rabbitmqctl")
-                    .args([
-                        "list_queues",
-                        "-q",
-                        "--no-table-headers",
-                        "name",
-                        "messages_unacknowledged",
-                    ])
-                    .output()
-                    .await;
+                let out = tokio::process::Command::from(rabbitmqctl(&[
+                    "list_queues",
+                    "-q",
+                    "--no-table-headers",
+                    "name",
+                    "messages_unacknowledged",
+                ]))
+                .output()
+                .await;
                 let Ok(out) = out else {
                     return Some(());
                 };

@@ -9,6 +9,7 @@
 //! What this module deliberately does not do: consume. The consumer runtime builds on
 //! [`Broker::channel`] and [`Broker::subscribe`].
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub enum BrokerError {
     Amqp(#[from] lapin::Error),
     #[error("broker did not confirm the message (nack)")]
     Nacked,
+    #[error("broker did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
     #[error(
         "message was unroutable: no queue bound for exchange {exchange:?} routing key {routing_key:?}"
     )]
@@ -53,10 +56,28 @@ impl BrokerError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            BrokerError::Unavailable | BrokerError::Amqp(_) | BrokerError::Nacked
+            BrokerError::Unavailable
+                | BrokerError::Amqp(_)
+                | BrokerError::Nacked
+                | BrokerError::ConfirmTimeout(_)
         )
     }
 }
+
+/// The `x-delivery-limit` of every dead-letter queue: in effect, none. A DLQ is only ever read by
+/// the `dlq` commands, which take letters with `basic.get` and give back the ones they keep, and
+/// every give-back counts as a delivery on RabbitMQ 3.10 and 4.x alike (nack, reject, a closed
+/// channel; measured). Without an explicit limit, 4.x applies its default of 20 and then drops a
+/// letter (a DLQ has no dead-letter target), so an operator looking at a letter twenty times
+/// would destroy it. `-1` means "unlimited" only on 4.x: 3.10 accepts it and drops the letter at
+/// its first return. This value means the same on both. See docs/design.md, "RabbitMQ 3.10
+/// and 4".
+pub const DLQ_DELIVERY_LIMIT: u32 = i32::MAX as u32;
+
+/// How long [`Broker::publish_all`] waits for the broker's confirms; they take milliseconds on a
+/// healthy broker. Past it (a blocked or wedged broker) the publish fails as transient instead of
+/// holding its caller, e.g. a delivery and its concurrency permit, for good.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the topology needs beyond names: the poison backstop and the retry ladder.
 #[derive(Debug, Clone)]
@@ -136,6 +157,9 @@ struct Inner {
     status: watch::Sender<Option<u64>>,
     /// Wakes the supervisor early when a user of the connection saw it fail.
     kick: Notify,
+    /// Dead-letter queues that exist without [`DLQ_DELIVERY_LIMIT`] (declared by an older
+    /// version), as found by the last declare; the `dlq` commands protect their letters.
+    unlimited_dlqs: RwLock<HashSet<String>>,
 }
 
 /// Handle to the supervised connection. Cheap to clone.
@@ -175,6 +199,7 @@ impl Broker {
                 live: RwLock::new(None),
                 status,
                 kick: Notify::new(),
+                unlimited_dlqs: RwLock::new(HashSet::new()),
             }),
         };
         let supervisor = broker.clone();
@@ -222,6 +247,21 @@ impl Broker {
             .clone()
     }
 
+    /// The topology this broker declares (delivery limit, retry tiers).
+    pub fn topology(&self) -> &TopologySpec {
+        &self.inner.spec
+    }
+
+    /// Whether dead-letter queue `name` was found without an explicit delivery limit (declared
+    /// by an older version): on RabbitMQ 4 the default limit of 20 applies to it.
+    pub fn dlq_lacks_limit(&self, name: &str) -> bool {
+        self.inner
+            .unlimited_dlqs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
+
     /// Tell the supervisor that an operation failed; it checks the connection at once.
     pub fn report_failure(&self) {
         self.inner.kick.notify_one();
@@ -247,11 +287,24 @@ impl Broker {
     }
 
     /// Publish every message, then wait for every confirm (pipelined: one round trip, not N).
-    /// `Ok` means the broker has taken responsibility for all of them.
+    /// `Ok` means the broker has taken responsibility for all of them. Bounded: `Unavailable` as
+    /// soon as the connection it started on is gone (its confirms can never come; some messages
+    /// may have landed), `ConfirmTimeout` after [`CONFIRM_TIMEOUT`].
     pub async fn publish_all(&self, messages: &[Outgoing]) -> Result<(), BrokerError> {
         let live = self.live().ok_or(BrokerError::Unavailable)?;
-        let result = publish_on(&live.publisher, messages).await;
-        if let Err(BrokerError::Amqp(_)) = &result {
+        let mut status = self.subscribe();
+        let generation = live.generation;
+        let gone = async move {
+            let _ = status.wait_for(|g| *g != Some(generation)).await;
+        };
+        let result = tokio::select! {
+            biased;
+            r = tokio::time::timeout(CONFIRM_TIMEOUT, publish_on(&live.publisher, messages)) => {
+                r.unwrap_or(Err(BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT)))
+            }
+            () = gone => Err(BrokerError::Unavailable),
+        };
+        if let Err(BrokerError::Amqp(_) | BrokerError::ConfirmTimeout(_)) = &result {
             self.report_failure();
         }
         result
@@ -349,8 +402,13 @@ impl Broker {
         )
         .await
         .map_err(|_| BrokerError::Unavailable)??;
+        let legacy = declare(&conn, &self.inner.names, &self.inner.spec).await?;
+        *self
+            .inner
+            .unlimited_dlqs
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = legacy.into_iter().collect();
         let channel = conn.create_channel().await?;
-        declare(&channel, &self.inner.names, &self.inner.spec).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -408,12 +466,15 @@ fn text(s: &str) -> AMQPValue {
 }
 
 /// Declare the whole topology of DESIGN §3 for `names`. Idempotent: every binary calls it on
-/// every connect.
+/// every connect. Returns the dead-letter queues found without [`DLQ_DELIVERY_LIMIT`] (see
+/// [`declare_dead_letter_queue`]).
 pub async fn declare(
-    channel: &Channel,
+    conn: &Connection,
     names: &Names,
     spec: &TopologySpec,
-) -> Result<(), lapin::Error> {
+) -> Result<Vec<String>, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    let mut legacy = Vec::new();
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -435,13 +496,9 @@ pub async fn declare(
     for q in WorkQueue::ALL {
         let work = names.queue(q);
         let dlq = names.dead_letter_queue(q);
-        channel
-            .queue_declare(
-                dlq.as_str().into(),
-                queue_opts,
-                table(&[("x-queue-type", text("quorum"))]),
-            )
-            .await?;
+        if !declare_dead_letter_queue(conn, names, &dlq).await? {
+            legacy.push(dlq.clone());
+        }
         // Quorum: replicated, and the only type with a delivery limit. A message the broker has
         // redelivered `delivery_limit` times (a worker crashing on it) is dead-lettered to the DLQ
         // as poison; at-least-once dead-lettering so that hop cannot lose it either.
@@ -491,7 +548,84 @@ pub async fn declare(
                 .await?;
         }
     }
-    Ok(())
+    let _ = channel.close(200, "topology declared".into()).await;
+    Ok(legacy)
+}
+
+/// Declare dead-letter queue `name` (quorum) with [`DLQ_DELIVERY_LIMIT`]; `Ok(false)` when it
+/// already exists without that limit.
+///
+/// A queue's arguments cannot change after it is declared (the broker answers
+/// `PRECONDITION_FAILED - inequivalent arg`), and a DLQ cannot safely be re-created: quorum
+/// queues refuse `queue.delete` with `if-empty` (`NOT_IMPLEMENTED`, on 3.10 and 4.0), so between
+/// moving its letters out and deleting it a new dead letter could arrive and be deleted with it.
+/// So an existing DLQ without the limit is kept as it is, one warning tells the operator how to
+/// give it the limit (a policy, which applies to an existing queue), and meanwhile the `dlq`
+/// commands refresh its letters before RabbitMQ 4's default limit of 20 can drop them.
+pub async fn declare_dead_letter_queue(
+    conn: &Connection,
+    names: &Names,
+    name: &str,
+) -> Result<bool, lapin::Error> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let channel = conn.create_channel().await?;
+    let declared = channel
+        .queue_declare(
+            name.into(),
+            durable,
+            table(&[
+                ("x-queue-type", text("quorum")),
+                ("x-delivery-limit", AMQPValue::LongUInt(DLQ_DELIVERY_LIMIT)),
+            ]),
+        )
+        .await;
+    match declared {
+        Ok(_) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(true)
+        }
+        Err(e) if is_precondition_failed(&e) => {
+            // The failed declare closed that channel; the queue exists, so a passive declare
+            // on a new one succeeds whatever its arguments.
+            let channel = conn.create_channel().await?;
+            channel
+                .queue_declare(
+                    name.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..durable
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let _ = channel.close(200, "declared".into()).await;
+            let pattern = format!(r"^{}\.[^.]+\.dlq$", names.namespace().replace('.', r"\."));
+            tracing::warn!(
+                queue = name,
+                "dead-letter queue {name} exists without an explicit x-delivery-limit (declared \
+                 by an older lead2ledger); on RabbitMQ 4 a default limit of 20 applies to it. The \
+                 dlq commands refresh its letters before they reach it; to lift the limit for \
+                 good, apply a policy: rabbitmqctl set_policy --apply-to queues \
+                 {namespace}-dlq-limit '{pattern}' '{{\"delivery-limit\":{DLQ_DELIVERY_LIMIT}}}'",
+                namespace = names.namespace(),
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The broker refused a declare because the entity exists with other properties.
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+    )
 }
 
 /// Delete everything [`declare`] created for `names` (tests clean up after themselves).

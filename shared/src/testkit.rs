@@ -1,6 +1,13 @@
 //! Test support shared by every crate's integration tests (feature `testkit`, enabled only as a
 //! dev-dependency): a unique namespace per test on the real broker and Redis, cleaned up on
 //! request, and condition polling instead of sleeps.
+//!
+//! # Which broker
+//! Every suite runs against the broker of `L2L_TEST_AMQP_URL` (default: the machine's RabbitMQ on
+//! 5672); `deploy/test.sh` runs the broker-facing suites a second time on RabbitMQ 4 (5673). So
+//! nothing in a test names a broker address or calls `rabbitmqctl` itself: [`amqp_url`],
+//! [`amqp_addr`], [`amqp_url_in_vhost`] and [`rabbitmqctl`] (which honours
+//! `L2L_TEST_RABBITMQCTL`, e.g. `deploy/rabbitmqctl4`) always reach the same node.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,6 +22,67 @@ use crate::names::Names;
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// The test broker: `L2L_TEST_AMQP_URL`, else [`AMQP_URL`].
+pub fn amqp_url() -> String {
+    std::env::var("L2L_TEST_AMQP_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| AMQP_URL.into())
+}
+
+/// `host:port` of the test broker, e.g. for a [`TcpProxy`] in front of it.
+pub fn amqp_addr() -> String {
+    let url = amqp_url();
+    match url::Url::parse(&url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(5672)
+        ),
+        Err(e) => panic!("L2L_TEST_AMQP_URL {url:?} is not a URL: {e}"),
+    }
+}
+
+/// The test broker's URL for another virtual host.
+pub fn amqp_url_in_vhost(vhost: &str) -> String {
+    let url = amqp_url();
+    let Ok(mut u) = url::Url::parse(&url) else {
+        panic!("L2L_TEST_AMQP_URL {url:?} is not a URL");
+    };
+    u.set_path(&format!("/{}", vhost.replace('/', "%2f")));
+    u.to_string()
+}
+
+/// `rabbitmqctl <args>` for the test broker's node, bounded by `timeout 30` (rabbitmqctl waits
+/// forever on a wedged broker). `L2L_TEST_RABBITMQCTL` replaces `rabbitmqctl` with a command
+/// line (split on whitespace), e.g. `deploy/rabbitmqctl4` for the RabbitMQ 4 node. Every test
+/// that acts on the broker as an operator goes through here.
+///
+/// # Panics
+/// When `L2L_TEST_AMQP_URL` names another port than the default broker's but
+/// `L2L_TEST_RABBITMQCTL` is not set: `rabbitmqctl` would act on another node than the tests use.
+pub fn rabbitmqctl(args: &[&str]) -> std::process::Command {
+    let custom = std::env::var("L2L_TEST_RABBITMQCTL")
+        .ok()
+        .filter(|c| !c.trim().is_empty());
+    let ctl: Vec<String> = match custom {
+        Some(c) => c.split_whitespace().map(str::to_string).collect(),
+        None => {
+            let addr = amqp_addr();
+            assert!(
+                addr.ends_with(":5672"),
+                "the test broker is {addr} (L2L_TEST_AMQP_URL) but L2L_TEST_RABBITMQCTL is not \
+                 set: plain rabbitmqctl would act on the machine's default node; set it, e.g. to \
+                 deploy/rabbitmqctl4 for RabbitMQ 4"
+            );
+            vec!["rabbitmqctl".into()]
+        }
+    };
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("30").args(ctl).args(args);
+    cmd
+}
+
 /// A unique namespace (`t<uuid>`) and settings pointing at it, with millisecond retry tiers.
 #[derive(Debug, Clone)]
 pub struct TestNamespace {
@@ -25,7 +93,7 @@ impl TestNamespace {
     pub fn new() -> Self {
         let mut settings = Settings::default();
         settings.amqp.namespace = format!("t{}", uuid::Uuid::now_v7().simple());
-        settings.amqp.url = std::env::var("L2L_TEST_AMQP_URL").unwrap_or_else(|_| AMQP_URL.into());
+        settings.amqp.url = amqp_url();
         settings.redis.url =
             std::env::var("L2L_TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.into());
         settings.amqp.reconnect_max_delay = Duration::from_millis(500);
@@ -214,7 +282,7 @@ struct ProxyState {
 }
 
 impl TcpProxy {
-    /// Start forwarding a fresh loopback port to `upstream` (e.g. `127.0.0.1:5672`).
+    /// Start forwarding a fresh loopback port to `upstream` (e.g. [`amqp_addr`]).
     pub async fn start(upstream: &str) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -276,18 +344,14 @@ impl TcpProxy {
 /// Close the broker connections whose client-provided name contains `needle`, with `rabbitmqctl`
 /// (the real operator action). Returns how many were closed.
 pub fn close_broker_connections(needle: &str) -> usize {
-    // `timeout`: rabbitmqctl waits forever on a wedged broker.
-    let out = std::process::Command::new("timeout")
-        .args([
-            "30",
-            "rabbitmqctl",
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output();
+    let out = rabbitmqctl(&[
+        "list_connections",
+        "-q",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ])
+    .output();
     let Ok(out) = out else {
         return 0;
     };
@@ -297,14 +361,7 @@ pub fn close_broker_connections(needle: &str) -> usize {
         let Some(pid) = line.split_whitespace().next() else {
             continue;
         };
-        let ok = std::process::Command::new("timeout")
-            .args([
-                "30",
-                "rabbitmqctl",
-                "close_connection",
-                pid,
-                "closed by test",
-            ])
+        let ok = rabbitmqctl(&["close_connection", pid, "closed by test"])
             .output()
             .is_ok_and(|o| o.status.success());
         closed += usize::from(ok);

@@ -21,7 +21,7 @@ use shared::runtime::dlq;
 use shared::runtime::{
     DeadLetterKind, DlqCommand, Handler, HandlerError, Incoming, Outcome, RuntimeError, Worker,
 };
-use shared::testkit::{TestNamespace, eventually, queue_len};
+use shared::testkit::{self, TestNamespace, eventually, queue_len};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -74,8 +74,7 @@ impl Drop for Guard {
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
+    let status = testkit::rabbitmqctl(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
@@ -567,6 +566,212 @@ impl Handler for Recorder {
     }
 }
 
+/// Run `dlq list` and `dlq show <id>` `times` times each (as an operator would, through the
+/// CLI) and check after every run that the DLQ holds exactly `expected` (ids, in this order)
+/// with `expected[0]`'s body intact.
+async fn inspect_many_times(env: &TestEnv, expected: &[&Envelope], times: usize) {
+    let ids: Vec<String> = expected.iter().map(|e| e.id.to_string()).collect();
+    let first = expected[0];
+    for round in 0..times {
+        let json = env.dlq_cli(&["list", "--json"]).await;
+        let listed: Vec<String> = json
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                v["id"].as_str().unwrap_or_default().to_string()
+            })
+            .collect();
+        assert_eq!(listed, ids, "dlq list #{}", round + 1);
+        let shown = env.dlq_cli(&["show", &ids[0]]).await;
+        assert!(
+            shown.contains(&first.idempotency_key) && shown.contains("permanent"),
+            "dlq show #{}: {shown}",
+            round + 1
+        );
+    }
+    let detail = dlq::show(&env.broker, QUEUE, &ids[0])
+        .await
+        .expect("show")
+        .expect("still there");
+    assert_eq!(
+        detail.body,
+        first.to_json().expect("encodes"),
+        "body intact"
+    );
+    assert_eq!(detail.letter.kind, Some(DeadLetterKind::Permanent));
+    assert_eq!(
+        detail.letter.correlation_id.as_deref(),
+        Some(first.correlation_id.as_str())
+    );
+}
+
+/// Issue 15: RabbitMQ 4 gives quorum queues a default delivery limit of 20 and drops a message
+/// past it; every `dlq` inspection gives the letters back (a delivery each). The DLQ's explicit
+/// limit keeps them, in order, on 3.10 and 4.x alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_survive_fifty_lists_and_fifty_shows_and_are_replayed_once() {
+    let env = TestEnv::start(|_| {}).await;
+    assert!(
+        !env.broker.dlq_lacks_limit(&env.dlq()),
+        "a new DLQ gets its explicit delivery limit"
+    );
+    let handler = Arc::new(Fixable {
+        broken: AtomicBool::new(true),
+        effects: Mutex::new(HashMap::new()),
+        attempts: Mutex::new(Vec::new()),
+    });
+    let worker = env.spawn(env.worker_config(), handler.clone());
+    let letters = [envelope("kept-a"), envelope("kept-b"), envelope("kept-c")];
+    for (n, e) in (1..).zip(&letters) {
+        // One at a time, so the DLQ order is known.
+        env.publish(e).await;
+        env.wait_dlq_len(n).await;
+    }
+
+    inspect_many_times(&env, &letters.iter().collect::<Vec<_>>(), 50).await;
+
+    handler.broken.store(false, Ordering::SeqCst);
+    let id_a = letters[0].id.to_string();
+    assert_eq!(
+        env.dlq_cli(&["replay", "--id", &id_a]).await.trim(),
+        "replayed 1 of 3 dead letters"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the replayed letter applied",
+        || {
+            let h = handler.clone();
+            async move { (h.effects.lock().expect("lock").get("kept-a") == Some(&1)).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(
+        env.dlq_cli(&["replay", "--id", &id_a]).await.trim(),
+        "replayed 0 of 2 dead letters",
+        "a replayed letter is gone from the DLQ"
+    );
+    let left: Vec<Option<String>> = env.dead_letters().await.into_iter().map(|l| l.id).collect();
+    assert_eq!(
+        left,
+        vec![
+            Some(letters[1].id.to_string()),
+            Some(letters[2].id.to_string())
+        ]
+    );
+    worker.stop().await;
+    assert_eq!(
+        handler.effects.lock().expect("lock").clone(),
+        HashMap::from([("kept-a".to_string(), 1)]),
+        "applied exactly once"
+    );
+}
+
+/// A DLQ declared by an older version (no `x-delivery-limit`) cannot be given one by a
+/// redeclare: the service still comes up, and the `dlq` commands refresh its letters before
+/// RabbitMQ 4's default limit of 20 can drop them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_queue_declared_without_a_limit_still_keeps_its_letters() {
+    let ns = TestNamespace::new();
+    let dlq_name = ns.names().dead_letter_queue(QUEUE);
+    let letters = [envelope("old-a"), envelope("old-b"), envelope("old-c")];
+    {
+        // What lead2ledger before issue 15 declared, holding three dead letters.
+        let conn = lapin::Connection::connect(&ns.settings.amqp.url, Default::default())
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .confirm_select(Default::default())
+            .await
+            .expect("confirms");
+        let mut args = lapin::types::FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        channel
+            .queue_declare(
+                dlq_name.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .expect("legacy DLQ");
+        for e in &letters {
+            let mut headers = lapin::types::FieldTable::default();
+            for (k, v) in [
+                (names::HEADER_ERROR_KIND, "permanent"),
+                (names::HEADER_ERROR, "HubSpot SKU 'W-9' has no ERPNext Item"),
+                (names::HEADER_ROUTING_KEY, ROUTING_KEY),
+                (names::HEADER_LAST_FAILED_AT, "2025-01-01T00:00:00.000Z"),
+            ] {
+                headers.insert(k.into(), lapin::types::AMQPValue::LongString(v.into()));
+            }
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(e.id.to_string().into())
+                .with_correlation_id(e.correlation_id.clone().into())
+                .with_headers(headers);
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    dlq_name.as_str().into(),
+                    Default::default(),
+                    &e.to_json().expect("encodes"),
+                    props,
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
+            assert!(confirm.is_ack(), "{confirm:?}");
+        }
+        let _ = conn.close(200, "legacy DLQ ready".into()).await;
+    }
+
+    let env = TestEnv::start_in(ns, |_| {}, None).await;
+    assert!(
+        env.broker.dlq_lacks_limit(&env.dlq()),
+        "the old DLQ is recognised as one without a limit"
+    );
+    // More inspections than RabbitMQ 4's default limit of 20 allows without a refresh.
+    inspect_many_times(&env, &letters.iter().collect::<Vec<_>>(), 30).await;
+
+    let handler = Arc::new(Fixable {
+        broken: AtomicBool::new(false),
+        effects: Mutex::new(HashMap::new()),
+        attempts: Mutex::new(Vec::new()),
+    });
+    let worker = env.spawn(env.worker_config(), handler.clone());
+    assert_eq!(
+        env.dlq_cli(&["replay", "--all"]).await.trim(),
+        "replayed 3 of 3 dead letters"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "every replayed letter applied",
+        || {
+            let h = handler.clone();
+            async move { (h.effects.lock().expect("lock").len() == 3).then_some(()) }
+        },
+    )
+    .await;
+    worker.stop().await;
+    assert!(
+        handler
+            .effects
+            .lock()
+            .expect("lock")
+            .values()
+            .all(|n| *n == 1),
+        "each applied once"
+    );
+    assert_eq!(queue_len(env.url(), &env.dlq()).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kinds_and_garbage_bodies_are_dead_lettered_and_the_worker_keeps_going() {
     let env = TestEnv::start(|_| {}).await;
@@ -852,7 +1057,7 @@ async fn consumption_resumes_after_the_broker_closes_all_connections() {
     rabbitmqctl(&["add_vhost", &vhost]);
     rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
     let mut ns = TestNamespace::new();
-    ns.settings.amqp.url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+    ns.settings.amqp.url = testkit::amqp_url_in_vhost(&vhost);
     let concurrency = 4;
     let env = TestEnv::start_in(
         ns,
@@ -925,6 +1130,174 @@ async fn consumption_resumes_after_the_broker_closes_all_connections() {
     assert_eq!(queue_len(env.url(), &env.dlq()).await, 0);
 }
 
+/// Slow handler that publishes an outcome through the broker (as the writers do) and records
+/// how many calls run at once.
+struct SlowOutcomes {
+    broker: Broker,
+    delay: Duration,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+    done: Mutex<HashSet<String>>,
+}
+
+/// Counts a call as running until dropped, whatever way the call ends.
+struct RunningCall<'a>(&'a AtomicUsize);
+
+impl Drop for RunningCall<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Handler for SlowOutcomes {
+    async fn handle(&self, msg: Incoming) -> Result<Outcome, HandlerError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        let _running = RunningCall(&self.running);
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.broker
+            .publish_envelope(Exchange::Events, "outcome.erp.test_applied", &msg.envelope)
+            .await
+            .map_err(|e| HandlerError::transient(format!("outcome not published: {e}")))?;
+        self.done
+            .lock()
+            .expect("lock")
+            .insert(msg.envelope.idempotency_key);
+        Ok(Outcome::Done)
+    }
+}
+
+/// Issue 15, item 5: twenty connection losses (`rabbitmqctl close_all_connections` and proxy
+/// cuts, alternately) while every permit is held by a slow handler that publishes. No delivery
+/// may stay stuck holding a permit: afterwards the worker runs at full concurrency again at the
+/// expected throughput, and it drains at once on shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_connection_losses_under_slow_handlers_leave_the_worker_at_full_concurrency() {
+    // Our own vhost, so `close_all_connections` touches no other test's connections.
+    let vhost = format!("t-{}", Uuid::now_v7().simple());
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+    let proxy = testkit::TcpProxy::start(&testkit::amqp_addr())
+        .await
+        .expect("proxy");
+    let mut ns = TestNamespace::new();
+    ns.settings.amqp.url = format!("amqp://guest:guest@{}/{vhost}", proxy.addr());
+    let concurrency = 4;
+    let delay = Duration::from_millis(100);
+    let env = TestEnv::start_in(
+        ns,
+        |s| {
+            s.worker.prefetch = 8;
+            s.worker.concurrency = concurrency;
+            s.worker.drain_timeout = Duration::from_secs(5);
+            // Every loss redelivers what was in flight; this test is not about poison.
+            s.amqp.delivery_limit = 100;
+        },
+        Some(vhost.clone()),
+    )
+    .await;
+    let all: Vec<Envelope> = keys(1_500, "loss").iter().map(|k| envelope(k)).collect();
+    env.publish_all(&all).await;
+    let handler = Arc::new(SlowOutcomes {
+        broker: env.broker.clone(),
+        delay,
+        running: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+        done: Mutex::new(HashSet::new()),
+    });
+    let worker = env.spawn(env.worker_config(), handler.clone());
+    let done = |h: &SlowOutcomes| h.done.lock().expect("lock").len();
+
+    for i in 0..20 {
+        // Every permit held by a handler that will publish and then be acked.
+        let h = handler.clone();
+        eventually(
+            Duration::from_secs(15),
+            &format!("all {concurrency} permits busy before loss #{}", i + 1),
+            || {
+                let busy = h.running.load(Ordering::SeqCst) == concurrency;
+                async move { busy.then_some(()) }
+            },
+        )
+        .await;
+        let generation = *env.broker.subscribe().borrow();
+        if i % 2 == 0 {
+            rabbitmqctl(&[
+                "close_all_connections",
+                "-p",
+                &vhost,
+                "test: connection closed by the broker",
+            ]);
+        } else {
+            proxy.cut();
+            proxy.restore();
+        }
+        let broker = env.broker.clone();
+        eventually(
+            Duration::from_secs(15),
+            &format!("a new connection after loss #{}", i + 1),
+            || {
+                let now = *broker.subscribe().borrow();
+                async move { (now.is_some() && now > generation).then_some(()) }
+            },
+        )
+        .await;
+        // Progress on the new connection before the next loss.
+        let before = done(&handler);
+        let h = handler.clone();
+        eventually(
+            Duration::from_secs(15),
+            &format!("progress after loss #{}", i + 1),
+            || {
+                let n = done(&h);
+                async move { (n >= before + concurrency).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    // Throughput over the next 200 messages, against the ideal of `concurrency` calls per delay.
+    handler.peak.store(0, Ordering::SeqCst);
+    let (start, t0) = (done(&handler), Instant::now());
+    let measured = 200;
+    let h = handler.clone();
+    eventually(
+        Duration::from_secs(30),
+        "200 more messages after the losses",
+        || {
+            let n = done(&h);
+            async move { (n >= start + measured).then_some(()) }
+        },
+    )
+    .await;
+    let elapsed = t0.elapsed();
+    let per_second = measured as f64 / elapsed.as_secs_f64();
+    let ideal = concurrency as f64 / delay.as_secs_f64();
+    eprintln!(
+        "after 20 connection losses: {measured} messages in {elapsed:?} = {per_second:.1}/s \
+         (ideal {ideal:.0}/s), peak concurrency {}",
+        handler.peak.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        handler.peak.load(Ordering::SeqCst),
+        concurrency,
+        "every permit is free again"
+    );
+    assert!(
+        per_second >= ideal * 0.5,
+        "throughput {per_second:.1}/s, ideal {ideal:.0}/s"
+    );
+
+    // The drain finds nothing stuck: it ends well inside its 5 s bound.
+    let stopping = Instant::now();
+    worker.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "drain took {:?}: a delivery was stuck",
+        stopping.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Poison messages
 
@@ -949,9 +1322,11 @@ impl Handler for Panicky {
     }
 }
 
+/// Issue 15: the handler runs exactly `amqp.delivery_limit` times, then the message is in the
+/// DLQ as `poison` with the panic message, on RabbitMQ 3.10 and 4.x alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_ends_in_the_dlq_as_poison_and_the_worker_survives() {
-    let env = TestEnv::start(|s| s.amqp.delivery_limit = 2).await;
+    let env = TestEnv::start(|s| s.amqp.delivery_limit = 3).await;
     let handler = Arc::new(Panicky::default());
     let worker = env.spawn(env.worker_config(), handler.clone());
     let mut poison = envelope("poison-1");
@@ -967,15 +1342,20 @@ async fn a_panicking_handler_ends_in_the_dlq_as_poison_and_the_worker_survives()
     assert!(worker.is_running(), "a panic must not take the worker down");
     worker.stop().await;
 
-    let panics = handler.panics.load(Ordering::SeqCst);
-    assert!(
-        panics > 2,
-        "delivered past the limit of 2 before dead-lettering ({panics})"
+    assert_eq!(
+        handler.panics.load(Ordering::SeqCst),
+        3,
+        "delivered exactly amqp.delivery_limit times"
     );
     let letters = env.dead_letters().await;
     assert_eq!(letters.len(), 1);
     let l = &letters[0];
     assert_eq!(l.kind, Some(DeadLetterKind::Poison), "{l:?}");
+    let error = l.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("handler bug on poison-1") && error.contains("3 deliveries"),
+        "the operator sees the panic: {error}"
+    );
     assert_eq!(l.id.as_deref(), Some(poison.id.to_string().as_str()));
     assert_eq!(l.routing_key.as_deref(), Some(ROUTING_KEY));
     assert!(l.last_failed_at.is_some(), "{l:?}");
@@ -984,6 +1364,132 @@ async fn a_panicking_handler_ends_in_the_dlq_as_poison_and_the_worker_survives()
     // A poison message can be selected and replayed like any other.
     let out = env.dlq_cli(&["purge", "--error-kind", "poison"]).await;
     assert_eq!(out.trim(), "purged 1 of 1 dead letters");
+}
+
+/// Fails transiently on `hiccup-*` messages until they come back from the retry ladder;
+/// applies everything else.
+#[derive(Default)]
+struct FailsUntilRetried {
+    calls: Mutex<Vec<(String, u32)>>,
+    done: Mutex<HashSet<String>>,
+}
+
+impl Handler for FailsUntilRetried {
+    async fn handle(&self, msg: Incoming) -> Result<Outcome, HandlerError> {
+        let key = msg.envelope.idempotency_key;
+        self.calls
+            .lock()
+            .expect("lock")
+            .push((key.clone(), msg.attempt));
+        if key.starts_with("hiccup") && msg.attempt == 0 {
+            return Err(HandlerError::transient("503 from ERPNext"));
+        }
+        self.done.lock().expect("lock").insert(key);
+        Ok(Outcome::Done)
+    }
+}
+
+/// A broker policy for the test's queues, removed even when the test fails.
+struct Policy(String);
+
+impl Policy {
+    fn set(name: &str, pattern: &str, definition: &str) -> Self {
+        let out = testkit::rabbitmqctl(&[
+            "set_policy",
+            "--apply-to",
+            "queues",
+            name,
+            pattern,
+            definition,
+        ])
+        .output()
+        .expect("rabbitmqctl");
+        assert!(out.status.success(), "set_policy: {out:?}");
+        Self(name.to_string())
+    }
+
+    /// Whether the broker shows the policy on `queue`.
+    fn applies_to(&self, queue: &str) -> bool {
+        testkit::rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", "policy"])
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).lines().any(|l| {
+                    let mut cols = l.split_whitespace();
+                    cols.next() == Some(queue) && cols.next() == Some(self.0.as_str())
+                })
+            })
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = testkit::rabbitmqctl(&["clear_policy", &self.0]).output();
+    }
+}
+
+/// Issue 15: while the broker refuses the retry copy (a full retry queue that rejects publishes:
+/// a `max-length` policy and a message already in it), the worker keeps the delivery and tries
+/// again instead of returning the message, so the broker's delivery limit is not used up and
+/// the message is not dead-lettered as poison. (The runtime before this returned it after each
+/// refusal; with `delivery_limit = 2` the third return made it poison within milliseconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_refusing_the_retry_copy_does_not_use_up_the_delivery_limit() {
+    let env = TestEnv::start(|s| {
+        s.amqp.delivery_limit = 2;
+        s.worker.quick_attempts = 0;
+        // The first tier holds the blocker for 2 s: that long the broker refuses the copy.
+        s.worker.retry_tiers = vec![Duration::from_secs(2)];
+    })
+    .await;
+    let names = env.ns.names();
+    let first_tier = names.retry_queue(QUEUE, Duration::from_secs(2));
+    let policy = Policy::set(
+        names.namespace(),
+        &format!("^{}$", first_tier.replace('.', "\\.")),
+        r#"{"max-length":0}"#,
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the policy on the retry queue",
+        || {
+            let on = policy.applies_to(&first_tier);
+            async move { on.then_some(()) }
+        },
+    )
+    .await;
+    // An empty queue still takes one message; the next is refused until it has left.
+    let blocker = Outgoing::envelope(String::new(), first_tier.clone(), &envelope("blocker"), 0)
+        .expect("encodes");
+    env.broker.publish(&blocker).await.expect("blocker");
+    assert_eq!(queue_len(env.url(), &first_tier).await, 1);
+
+    let handler = Arc::new(FailsUntilRetried::default());
+    let worker = env.spawn(env.worker_config(), handler.clone());
+    env.publish(&envelope("hiccup-1")).await;
+    eventually(Duration::from_secs(15), "both messages applied", || {
+        let h = handler.clone();
+        async move { (h.done.lock().expect("lock").len() == 2).then_some(()) }
+    })
+    .await;
+    worker.stop().await;
+    drop(policy);
+    let calls = handler.calls.lock().expect("lock").clone();
+    let hiccup: Vec<u32> = calls
+        .iter()
+        .filter(|(k, _)| k == "hiccup-1")
+        .map(|(_, attempt)| *attempt)
+        .collect();
+    assert_eq!(
+        hiccup,
+        vec![0, 1],
+        "one failing call, then the retry copy once the broker took it"
+    );
+    assert_eq!(
+        queue_len(env.url(), &env.dlq()).await,
+        0,
+        "nothing is poison"
+    );
+    assert_eq!(queue_len(env.url(), &env.queue()).await, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use shared::names::WorkQueue;
-use shared::testkit::{TcpProxy, close_broker_connections, queue_len};
+use shared::testkit::{TcpProxy, amqp_addr, close_broker_connections, queue_len};
 
 const LINES: &[(&str, u32, f64)] = &[
     ("SKU-WIDGET", 2, 25.0),
@@ -298,7 +298,7 @@ async fn survive(faults: &[Fault]) {
     });
 
     // The children reach RabbitMQ and Redis through proxies the test can cut.
-    let amqp = TcpProxy::start("127.0.0.1:5672").await.expect("amqp proxy");
+    let amqp = TcpProxy::start(&amqp_addr()).await.expect("amqp proxy");
     let redis = TcpProxy::start("127.0.0.1:6379")
         .await
         .expect("redis proxy");

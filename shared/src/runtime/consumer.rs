@@ -23,10 +23,28 @@
 //! - Permanent error, undecodable body, unknown kind: DLQ with a confirm, then ack.
 //! - Handler panic: caught per delivery and treated like a crash of the worker on that message:
 //!   the delivery is nacked with requeue, which counts towards the work queue's
-//!   `x-delivery-limit`; past it the broker dead-letters the message itself and the DLQ tools show
-//!   it as `poison`. A panic is a bug, not a remote hiccup, so the ladder (meant for remote
-//!   systems recovering) would only delay the operator; and the worker keeps serving other
-//!   messages instead of crash-looping.
+//!   `x-delivery-limit`. At the `amqp.delivery_limit`-th delivery (the broker's
+//!   `x-delivery-count` + 1) the runtime dead-letters it itself as `poison`, with the panic
+//!   message, so a panicking handler runs exactly `delivery_limit` times on RabbitMQ 3.10 and
+//!   4.x alike. The broker's own limit stays the backstop for a worker that really crashes (it
+//!   then delivers `delivery_limit + 1` times; both versions count a closed channel like a
+//!   nack — measured, see docs/design.md). A panic is a bug, not a remote hiccup, so the ladder
+//!   (meant for remote systems recovering) would only delay the operator; and the worker keeps
+//!   serving other messages instead of crash-looping.
+//! - Republishing (a retry copy, a dead letter) that fails for a passing reason (a nack, a
+//!   timeout) is tried again in-process for up to [`REPUBLISH_PATIENCE`] while the delivery's
+//!   connection lives, instead of returning the message at once: every return would use up one
+//!   of its `delivery_limit` deliveries, and enough broker hiccups would turn a healthy message
+//!   into `poison`.
+//!
+//! # Bounded broker operations
+//! Every broker operation of the consume path (ack, nack, a republish and its confirm) is
+//! bounded by [`BROKER_OP_TIMEOUT`] and abandoned as soon as the delivery's connection
+//! generation is gone (after `rabbitmqctl close_connection`, a proxy cut, a broker restart): on a
+//! dead connection an ack can never land and the broker redelivers anyway, and an operation
+//! waiting for good would hold the delivery's concurrency permit for good. The task then ends and
+//! gives its permit back. (Publishes a handler makes itself go through [`Broker::publish_all`],
+//! which is bounded the same way.)
 //!
 //! What this module deliberately does not do: deduplicate. Handlers own their idempotency
 //! (Redis markers, the target's unique keys) because only they know what the effect is.
@@ -66,6 +84,18 @@ pub const MAX_QUICK_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// queue is missing or access is refused, a deployment error that should crash the process.
 const MAX_CONSUME_FAILURES: u32 = 5;
 
+/// How long a failing republish (retry copy, dead letter) is tried again in-process before the
+/// message goes back to its queue (where the return counts as a delivery).
+pub const REPUBLISH_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long one broker operation of the consume path (an ack, a nack, a publish with its
+/// confirm) may take before it is abandoned; they take milliseconds on a live connection.
+pub const BROKER_OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The header in which RabbitMQ counts a quorum queue message's earlier deliveries (absent on a
+/// first delivery).
+const DELIVERY_COUNT: &str = "x-delivery-count";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("invalid worker configuration: {0}")]
@@ -103,6 +133,8 @@ struct Ctx<H> {
     tiers: Vec<Duration>,
     quick_attempts: u32,
     quick_base_delay: Duration,
+    /// `amqp.delivery_limit`: a message the handler panicked on this often is poison.
+    delivery_limit: u32,
 }
 
 /// Why the pump over one channel stopped.
@@ -150,6 +182,7 @@ impl<H: Handler> Worker<H> {
             tiers: self.cfg.retry_tiers.clone(),
             quick_attempts: self.cfg.quick_attempts,
             quick_base_delay: self.cfg.quick_base_delay,
+            delivery_limit: self.broker.topology().delivery_limit,
         });
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(self.cfg.concurrency));
@@ -330,7 +363,7 @@ async fn pump<H: Handler>(
             }
         };
         match next {
-            Some(Ok(delivery)) => spawn_delivery(ctx, tracker, delivery, permit),
+            Some(Ok(delivery)) => spawn_delivery(ctx, tracker, delivery, generation, permit),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consumer stream failed");
                 return PumpEnd::ChannelLost;
@@ -380,6 +413,7 @@ fn spawn_delivery<H: Handler>(
     ctx: &Arc<Ctx<H>>,
     tracker: &TaskTracker,
     delivery: Delivery,
+    generation: u64,
     permit: OwnedSemaphorePermit,
 ) {
     let ctx = ctx.clone();
@@ -394,13 +428,14 @@ fn spawn_delivery<H: Handler>(
             message_id = field::Empty,
             redelivered = delivery.redelivered,
         );
-        process(&ctx, &delivery).instrument(span).await;
+        process(&ctx, &delivery, generation).instrument(span).await;
         drop(permit);
     });
 }
 
-/// Everything that happens to one delivery, ending in exactly one ack or nack.
-async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery) {
+/// Everything that happens to one delivery (taken on connection `generation`), ending in
+/// exactly one ack or nack.
+async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery, generation: u64) {
     metrics::consumed(ctx.queue);
     let original = Original {
         body: &delivery.data,
@@ -425,9 +460,11 @@ async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery) {
             dead_letter(
                 ctx,
                 delivery,
+                generation,
                 &original,
                 DeadLetterKind::Undecodable,
                 &reason,
+                None,
             )
             .await;
             return;
@@ -444,9 +481,11 @@ async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery) {
         dead_letter(
             ctx,
             delivery,
+            generation,
             &original,
             DeadLetterKind::UnknownKind,
             &reason,
+            None,
         )
         .await;
         return;
@@ -458,19 +497,36 @@ async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery) {
         attempt,
         redelivered: delivery.redelivered,
     };
-    let result = match call_with_quick_retries(ctx, incoming).await {
+    let result = match call_with_quick_retries(ctx, incoming.clone()).await {
         Ok(outcome) => Ok(outcome),
         Err(Failure::Handler(e)) => Err(e),
         Err(Failure::Panic(msg)) => {
             metrics::panicked(ctx.queue);
-            tracing::error!(panic = %msg, "handler panicked; returning the message (counts towards the delivery limit)");
+            let deliveries = earlier_deliveries(delivery).saturating_add(1);
+            if deliveries >= ctx.delivery_limit {
+                let reason = format!(
+                    "the handler panicked on each of {deliveries} deliveries \
+                     (amqp.delivery_limit = {}): {msg}",
+                    ctx.delivery_limit
+                );
+                dead_letter(
+                    ctx,
+                    delivery,
+                    generation,
+                    &original,
+                    DeadLetterKind::Poison,
+                    &reason,
+                    None,
+                )
+                .await;
+                return;
+            }
+            tracing::error!(panic = %msg, deliveries, "handler panicked; returning the message (counts towards the delivery limit)");
             let requeue = BasicNackOptions {
                 multiple: false,
                 requeue: true,
             };
-            if let Err(e) = delivery.acker.nack(requeue).await {
-                tracing::debug!(error = %e, "nack failed; the broker redelivers when the channel closes");
-            }
+            nack(ctx, delivery, generation, requeue).await;
             return;
         }
     };
@@ -481,7 +537,7 @@ async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery) {
             if let Ok(Outcome::Ignored { reason }) = &result {
                 tracing::debug!(%reason, "ignored");
             }
-            ack(ctx, delivery, label).await;
+            ack(ctx, delivery, generation, label).await;
         }
         Disposition::RetryLater { tier } => {
             let Some(delay) = ctx.tiers.get(tier).copied() else {
@@ -496,13 +552,22 @@ async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery) {
             tracing::warn!(%error, tier = %tier_label(delay), "transient failure; retrying later");
             let queue_name = ctx.broker.names().retry_queue(ctx.queue, delay);
             let copy = dead_letter::retry_message(&original, queue_name, chrono::Utc::now());
-            if republish(ctx, delivery, &copy).await {
+            if republish(ctx, delivery, generation, &copy).await {
                 metrics::retried(ctx.queue, tier_label(delay));
-                ack(ctx, delivery, "retried").await;
+                ack(ctx, delivery, generation, "retried").await;
             }
         }
         Disposition::DeadLetter { kind, reason } => {
-            dead_letter(ctx, delivery, &original, kind, &reason).await;
+            dead_letter(
+                ctx,
+                delivery,
+                generation,
+                &original,
+                kind,
+                &reason,
+                Some(&incoming),
+            )
+            .await;
         }
     }
 }
@@ -568,12 +633,27 @@ async fn call_once<H: Handler>(ctx: &Ctx<H>, incoming: Incoming) -> Result<Outco
     result
 }
 
+/// How often the broker delivered this message before (`x-delivery-count`; RabbitMQ 3.10 and
+/// 4.x count nacks, rejects and closed channels alike).
+fn earlier_deliveries(delivery: &Delivery) -> u32 {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(DELIVERY_COUNT))
+        .and_then(dead_letter::as_u32)
+        .unwrap_or(0)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn dead_letter<H: Handler>(
     ctx: &Ctx<H>,
     delivery: &Delivery,
+    generation: u64,
     original: &Original<'_>,
     kind: DeadLetterKind,
     reason: &str,
+    seen: Option<&Incoming>,
 ) {
     tracing::error!(error_kind = %kind, error = %reason, "dead-lettering message");
     let letter = dead_letter::dead_letter_message(
@@ -584,31 +664,122 @@ async fn dead_letter<H: Handler>(
         reason,
         chrono::Utc::now(),
     );
-    if republish(ctx, delivery, &letter).await {
+    if republish(ctx, delivery, generation, &letter).await {
+        // Between the confirmed copy and the ack: a crash here re-runs the report with the
+        // redelivery (the DLQ may then hold the letter twice, as with any crash before an ack).
+        if let Some(msg) = seen {
+            ctx.handler.dead_lettered(msg, kind, reason).await;
+        }
         metrics::dead_lettered(ctx.queue, kind);
-        ack(ctx, delivery, "dead_lettered").await;
+        ack(ctx, delivery, generation, "dead_lettered").await;
     }
 }
 
-/// Publish a retry copy or dead letter and wait for its confirm. On failure the original is
-/// returned to the queue (or, if its channel died, left to the broker): never acked, so never
-/// lost. Returns whether the copy is durable.
-async fn republish<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery, copy: &Outgoing) -> bool {
-    match ctx.broker.publish(copy).await {
-        Ok(()) => true,
-        Err(e) => {
-            log_publish_failure(&e, &copy.routing_key);
-            // A short pause so a persistent failure (an undeclared retry tier) does not spin;
-            // each return counts towards the delivery limit, which ends such a loop as poison.
-            tokio::time::sleep(ctx.quick_base_delay).await;
-            let requeue = BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            };
-            if let Err(e) = delivery.acker.nack(requeue).await {
-                tracing::debug!(error = %e, "nack failed; the broker redelivers when the channel closes");
+/// Publish a retry copy or dead letter and wait for its confirm. A passing failure (a nack, a
+/// timeout, a channel error) is tried again with backoff for up to [`REPUBLISH_PATIENCE`], as
+/// long as the delivery's connection (`generation`) lives: a return would count as a delivery.
+/// On failure the original is returned to the queue (or, if its connection died, left to the
+/// broker): never acked, so never lost. Returns whether the copy is durable.
+async fn republish<H: Handler>(
+    ctx: &Ctx<H>,
+    delivery: &Delivery,
+    generation: u64,
+    copy: &Outgoing,
+) -> bool {
+    let deadline = Instant::now() + REPUBLISH_PATIENCE;
+    let mut pause = ctx.quick_base_delay.max(Duration::from_millis(10));
+    let mut failures = 0u32;
+    loop {
+        let error = match bounded(ctx, generation, ctx.broker.publish(copy)).await {
+            Bounded::Done(Ok(())) => {
+                if failures > 0 {
+                    tracing::info!(failures, target = %copy.routing_key, "republished after the broker recovered");
+                }
+                return true;
             }
-            false
+            Bounded::Done(Err(e)) => e,
+            Bounded::TimedOut => BrokerError::Unavailable,
+            Bounded::ConnectionGone => {
+                // The delivery cannot be acked any more; the broker redelivers it (and a copy
+                // that did land is absorbed by the handlers' idempotency).
+                tracing::debug!(target = %copy.routing_key, "connection gone while republishing; the broker will redeliver");
+                return false;
+            }
+        };
+        failures += 1;
+        let connection_alive = *ctx.broker.subscribe().borrow() == Some(generation);
+        if error.is_transient() && connection_alive && Instant::now() + pause < deadline {
+            if failures == 1 {
+                tracing::warn!(error = %error, target = %copy.routing_key, "cannot republish; trying again while the broker recovers");
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            continue;
+        }
+        log_publish_failure(&error, &copy.routing_key);
+        if !connection_alive {
+            // The delivery's channel is gone: the broker returns the message itself.
+            return false;
+        }
+        // A short pause so a persistent failure (an undeclared retry tier) does not spin;
+        // each return counts towards the delivery limit, which ends such a loop as poison.
+        tokio::time::sleep(ctx.quick_base_delay).await;
+        let requeue = BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        };
+        nack(ctx, delivery, generation, requeue).await;
+        return false;
+    }
+}
+
+/// How a bounded broker operation ended.
+enum Bounded<T> {
+    Done(T),
+    /// No answer within [`BROKER_OP_TIMEOUT`].
+    TimedOut,
+    /// The delivery's connection generation ended first.
+    ConnectionGone,
+}
+
+/// Run one broker operation for a delivery taken on connection `generation`: at most
+/// [`BROKER_OP_TIMEOUT`], and no longer than that connection lives.
+async fn bounded<H: Handler, T>(
+    ctx: &Ctx<H>,
+    generation: u64,
+    op: impl std::future::Future<Output = T>,
+) -> Bounded<T> {
+    let mut status = ctx.broker.subscribe();
+    let gone = async move {
+        // Resolves at once when the generation already ended; an `Err` means the broker
+        // handle is gone, which also ends the generation.
+        let _ = status.wait_for(|g| *g != Some(generation)).await;
+    };
+    tokio::select! {
+        biased;
+        r = tokio::time::timeout(BROKER_OP_TIMEOUT, op) => match r {
+            Ok(v) => Bounded::Done(v),
+            Err(_) => Bounded::TimedOut,
+        },
+        () = gone => Bounded::ConnectionGone,
+    }
+}
+
+/// Return a delivery to its queue (bounded; on a dead connection the broker does it).
+async fn nack<H: Handler>(
+    ctx: &Ctx<H>,
+    delivery: &Delivery,
+    generation: u64,
+    options: BasicNackOptions,
+) {
+    match bounded(ctx, generation, delivery.acker.nack(options)).await {
+        Bounded::Done(Ok(_)) => {}
+        Bounded::Done(Err(e)) => {
+            tracing::debug!(error = %e, "nack failed; the broker redelivers when the channel closes");
+        }
+        Bounded::TimedOut | Bounded::ConnectionGone => {
+            metrics::abandoned(ctx.queue, "nack");
+            tracing::debug!("nack abandoned (connection gone or no answer); the broker redelivers");
         }
     }
 }
@@ -621,14 +792,34 @@ fn log_publish_failure(e: &BrokerError, target: &str) {
     }
 }
 
-async fn ack<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery, outcome: &'static str) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => metrics::acked(ctx.queue, outcome),
+async fn ack<H: Handler>(
+    ctx: &Ctx<H>,
+    delivery: &Delivery,
+    generation: u64,
+    outcome: &'static str,
+) {
+    match bounded(
+        ctx,
+        generation,
+        delivery.acker.ack(BasicAckOptions::default()),
+    )
+    .await
+    {
+        Bounded::Done(Ok(true)) => metrics::acked(ctx.queue, outcome),
         // The channel died while we worked: the broker redelivers; nothing else to do.
-        Ok(false) => tracing::debug!(
+        Bounded::Done(Ok(false)) => tracing::debug!(
             outcome,
             "channel gone before the ack; the broker will redeliver"
         ),
-        Err(e) => tracing::debug!(error = %e, outcome, "ack failed; the broker will redeliver"),
+        Bounded::Done(Err(e)) => {
+            tracing::debug!(error = %e, outcome, "ack failed; the broker will redeliver");
+        }
+        Bounded::TimedOut | Bounded::ConnectionGone => {
+            metrics::abandoned(ctx.queue, "ack");
+            tracing::debug!(
+                outcome,
+                "ack abandoned (connection gone or no answer); the broker will redeliver"
+            );
+        }
     }
 }

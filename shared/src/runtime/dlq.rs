@@ -10,6 +10,13 @@
 //! neither — and the consumers' idempotency keys absorb the duplicate. The copy keeps body,
 //! `message_id` and correlation ID, resets `x-l2l-attempt` to 0 and drops the failure headers.
 //!
+//! Every give-back counts as a delivery of the letter, on RabbitMQ 3.10 and 4.x alike (nack,
+//! reject and a closed channel all do; measured), so the DLQ is declared with a delivery limit
+//! that is never reached ([`crate::broker::DLQ_DELIVERY_LIMIT`]). A DLQ declared by an older
+//! version has none, and RabbitMQ 4 applies its default of 20 to it: there the commands
+//! refresh the letters they keep once one of them has been given back
+//! [`REFRESH_AT`] times. See docs/design.md, "RabbitMQ 3.10 and 4".
+//!
 //! This module is a library: [`run_dlq`] (or [`run_dlq_with_settings`]) is what a binary's `dlq`
 //! subcommand calls; tests call the same [`list`], [`replay`] and [`purge`].
 
@@ -19,18 +26,24 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
 use lapin::{Acker, Channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, BrokerError, TopologySpec, publish_on};
+use crate::broker::{Broker, BrokerError, Outgoing, TopologySpec, publish_on};
 use crate::config::Settings;
 use crate::names::WorkQueue;
 
-use super::dead_letter::{DeadLetter, Original, inspect, replay_message};
+use super::dead_letter::{DeadLetter, Original, as_u32, inspect, replay_message};
 use super::disposition::DeadLetterKind;
 
 /// How long a DLQ command waits for the broker before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// In a DLQ without an explicit delivery limit, a letter the broker has given back this many
+/// times (its `x-delivery-count`) makes the command refresh what it keeps: half of RabbitMQ 4's
+/// default limit of 20, so a refresh interrupted a few times over still comes in time.
+pub const REFRESH_AT: u32 = 10;
 
 /// `<bin> dlq …`: the dead letters of this binary's own work queue.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -163,6 +176,8 @@ pub struct Detail {
 struct Held {
     message: BasicGetMessage,
     letter: DeadLetter,
+    /// How often the broker has given it back before (`x-delivery-count`; absent means 0).
+    returns: u32,
 }
 
 impl Held {
@@ -207,14 +222,36 @@ async fn fetch(channel: &Channel, dlq: &str) -> Result<Option<Held>, DlqError> {
                 message_kind: None,
                 idempotency_key: None,
             },
+            returns: 0,
         };
         held.letter = inspect(&held.original());
+        held.returns = held
+            .original()
+            .header(DELIVERY_COUNT)
+            .and_then(as_u32)
+            .unwrap_or(0);
         held
     }))
 }
 
-/// Return every held message to the DLQ, then close the channel.
-async fn release(channel: Channel, kept: Vec<Held>) -> Result<(), DlqError> {
+/// The header in which RabbitMQ counts a quorum queue message's earlier deliveries.
+const DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// Return every held message to the DLQ, in the order taken (so the queue keeps its order on
+/// 3.10, which puts a nacked message behind the others, and on 4.x, which puts it in front),
+/// then close the channel. In a DLQ without a delivery limit, refresh them first if one of them
+/// is due.
+async fn release(
+    broker: &Broker,
+    channel: Channel,
+    dlq: &str,
+    kept: Vec<Held>,
+) -> Result<(), DlqError> {
+    let kept = if broker.dlq_lacks_limit(dlq) && kept.iter().any(|h| h.returns >= REFRESH_AT) {
+        refresh(&channel, dlq, kept).await?
+    } else {
+        kept
+    };
     let requeue = BasicNackOptions {
         multiple: false,
         requeue: true,
@@ -226,6 +263,44 @@ async fn release(channel: Channel, kept: Vec<Held>) -> Result<(), DlqError> {
     Ok(())
 }
 
+/// Replace the held letters by fresh copies: publish a copy of each, in order, to the DLQ (the
+/// broker's count starts again at 0), wait for every confirm, then ack the originals. Returns
+/// what is still held: nothing, or everything if a copy was not confirmed (the originals are
+/// then given back as usual, so a letter may be there twice, never zero times). The copies
+/// queue up behind letters that arrived while the command ran.
+async fn refresh(channel: &Channel, dlq: &str, kept: Vec<Held>) -> Result<Vec<Held>, DlqError> {
+    let copies: Vec<Outgoing> = kept
+        .iter()
+        .map(|h| {
+            let props = &h.message.delivery.properties;
+            let mut headers = FieldTable::default();
+            if let Some(old) = props.headers() {
+                for (k, v) in old {
+                    // The broker's count of this copy's deliveries starts again.
+                    if k.as_str() != DELIVERY_COUNT {
+                        headers.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Outgoing {
+                exchange: String::new(),
+                routing_key: dlq.to_string(),
+                body: h.message.delivery.data.clone(),
+                properties: props.clone().with_headers(headers),
+            }
+        })
+        .collect();
+    if let Err(e) = publish_on(channel, &copies).await {
+        tracing::warn!(error = %e, %dlq, "could not refresh the dead letters; giving them back as they are");
+        return Ok(kept);
+    }
+    for held in &kept {
+        held.acker().ack(BasicAckOptions::default()).await?;
+    }
+    tracing::info!(%dlq, letters = kept.len(), "refreshed the dead letters (this DLQ has no explicit delivery limit; see docs/design.md)");
+    Ok(Vec::new())
+}
+
 /// Every dead letter currently in the DLQ of `queue`, oldest first; nothing is removed.
 pub async fn list(broker: &Broker, queue: WorkQueue) -> Result<Vec<DeadLetter>, DlqError> {
     let channel = open(broker).await?;
@@ -235,7 +310,7 @@ pub async fn list(broker: &Broker, queue: WorkQueue) -> Result<Vec<DeadLetter>, 
         held.push(h);
     }
     let letters = held.iter().map(|h| h.letter.clone()).collect();
-    release(channel, held).await?;
+    release(broker, channel, &dlq, held).await?;
     Ok(letters)
 }
 
@@ -268,7 +343,7 @@ pub async fn show(broker: &Broker, queue: WorkQueue, id: &str) -> Result<Option<
         }
         held.push(h);
     }
-    release(channel, held).await?;
+    release(broker, channel, &dlq, held).await?;
     Ok(found)
 }
 
@@ -297,7 +372,7 @@ pub async fn replay(
         if let Err(source) = publish_on(&channel, std::slice::from_ref(&copy)).await {
             kept.push(h);
             // Whatever is held goes back to the DLQ when the channel closes.
-            let _ = release(channel, kept).await;
+            let _ = release(broker, channel, &dlq, kept).await;
             return Err(DlqError::Interrupted {
                 verb: "replayed",
                 done: tally.matched,
@@ -309,7 +384,7 @@ pub async fn replay(
         tally.matched += 1;
         tracing::info!(id = ?h.letter.id, kind = ?h.letter.kind, "replayed dead letter");
     }
-    release(channel, kept).await?;
+    release(broker, channel, &dlq, kept).await?;
     Ok(tally)
 }
 
@@ -345,7 +420,7 @@ pub async fn purge(
             kept.push(h);
         }
     }
-    release(channel, kept).await?;
+    release(broker, channel, &dlq, kept).await?;
     Ok(tally)
 }
 

@@ -24,6 +24,9 @@ pub const QUICK_RETRIES_TOTAL: &str = "l2l_handler_quick_retries_total";
 pub const PANICS_TOTAL: &str = "l2l_handler_panics_total";
 /// Handler latency per call, `{queue, result}`; result is `ok`, `transient`, `permanent`, `panic`.
 pub const HANDLER_DURATION_SECONDS: &str = "l2l_handler_duration_seconds";
+/// Acks and nacks given up because their connection died or the broker did not answer in time
+/// (the broker redelivers those messages), `{queue, operation}`.
+pub const ABANDONED_TOTAL: &str = "l2l_broker_ops_abandoned_total";
 
 pub(crate) fn consumed(queue: WorkQueue) {
     metrics::counter!(CONSUMED_TOTAL, "queue" => queue.base_name()).increment(1);
@@ -53,4 +56,9 @@ pub(crate) fn panicked(queue: WorkQueue) {
 pub(crate) fn handler_latency(queue: WorkQueue, result: &'static str, elapsed: Duration) {
     metrics::histogram!(HANDLER_DURATION_SECONDS, "queue" => queue.base_name(), "result" => result)
         .record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn abandoned(queue: WorkQueue, operation: &'static str) {
+    metrics::counter!(ABANDONED_TOTAL, "queue" => queue.base_name(), "operation" => operation)
+        .increment(1);
 }
