@@ -329,9 +329,15 @@ async fn a_signed_batch_of_n_events_leaves_n_persistent_messages_and_twice_2n() 
             env.correlation_id, correlation,
             "one correlation ID per webhook"
         );
-        assert_eq!(
-            env.idempotency_key,
-            format!("hubspot:{}:{}", ev["portalId"], ev["eventId"])
+        // The event's own identity: eventId alone is not unique (HubSpot says so).
+        let event: shared::events::HubSpotEvent =
+            serde_json::from_value(ev.clone()).expect("event");
+        assert_eq!(env.idempotency_key, event.idempotency_key());
+        assert!(
+            env.idempotency_key
+                .starts_with(&format!("hubspot:{}:{}:", ev["portalId"], ev["eventId"])),
+            "{}",
+            env.idempotency_key
         );
         assert_eq!(env.payload, *ev, "payload is the event as HubSpot sent it");
         assert_eq!(
