@@ -1,30 +1,40 @@
-//! Contacts, keyed by `hubspot_contact_id` and linked to their Customer.
+//! Contacts, keyed by `hubspot_contact_id` (unique: `erp-writer setup` makes it so) and linked
+//! to their Customer.
 //!
-//! `Contact.hubspot_contact_id` is not unique in ERPNext (a person can be imported twice by
-//! hand), so lookups take the oldest match, and concurrent creation of the same contact is
-//! prevented by the writer's lease on the company (see `handler`), not by the database.
+//! The Contacts of a deal are looked up together, in one list call with an `in` filter that also
+//! returns their links ([`find_contacts`]); the missing ones are inserted together with the
+//! Address (see `sync_deal`). A site synced before setup made the key unique may still hold two
+//! Contacts of one HubSpot contact: the oldest is the one, whoever reads.
 //!
 //! On an existing Contact:
 //! - a missing link to the Customer is always added (additive: a HubSpot contact associated
 //!   with two companies is linked to both Customers);
 //! - names, primary email and phone are refreshed only when HubSpot's change is newer. Email and
 //!   phone rows a human added in ERPNext are kept; the HubSpot value becomes (or stays) primary.
+//!
+//! The list row says whether either is needed; only then is the full document read (its child
+//! rows are rewritten whole) and written.
+
+use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 use shared::commands::ContactSpec;
-use shared::erpnext::Doc;
+use shared::erpnext::{Doc, ListQuery};
 
 use crate::customer::{CUSTOMER, Upserted};
 use crate::diff::{changes, put_opt, same};
 use crate::error::StepError;
 use crate::metrics;
 use crate::site::ErpSite;
-use crate::upsert::{Change, Key, by_field, find_or_insert};
+use crate::upsert::{Change, grouped};
 
 pub const CONTACT: &str = "Contact";
+/// The unique custom field a Contact is keyed by.
+pub const CONTACT_KEY: &str = "hubspot_contact_id";
 
 const CONTACT_FIELDS: &[&str] = &[
     "name",
+    CONTACT_KEY,
     "first_name",
     "last_name",
     "email_id",
@@ -33,15 +43,75 @@ const CONTACT_FIELDS: &[&str] = &[
     "modified",
 ];
 
-/// Find-or-create the Contact of `spec.hubspot_contact_id`, linked to `customer` when given.
-pub async fn upsert_contact(
+/// The Contact's links, from the `Dynamic Link` rows the list joins (one row per link; Frappe
+/// names the columns without their table).
+const LINK_COLUMNS: &[&str] = &[
+    "`tabDynamic Link`.link_doctype",
+    "`tabDynamic Link`.link_name",
+];
+const LINK_FIELDS: &[&str] = &["link_doctype", "link_name"];
+
+/// A Contact found by its HubSpot ID: its list row and what it links to.
+#[derive(Debug, Clone)]
+pub struct KnownContact {
+    pub row: Doc,
+    /// `link_doctype`, `link_name` of each link.
+    pub links: Vec<Doc>,
+}
+
+impl KnownContact {
+    pub fn name(&self) -> &str {
+        self.row.name()
+    }
+
+    fn linked_to(&self, customer: &str) -> bool {
+        self.links.iter().any(|l| {
+            l.str("link_doctype") == Some(CUSTOMER) && l.str("link_name") == Some(customer)
+        })
+    }
+}
+
+/// The Contacts of `ids` by HubSpot ID (lower-cased: ERPNext compares keys without case), in
+/// one call. Absent IDs are absent from the map.
+pub async fn find_contacts(
     site: &ErpSite,
-    customer: Option<&str>,
-    spec: &ContactSpec,
-) -> Result<Upserted, StepError> {
-    let what = format!("Contact for HubSpot contact {}", spec.hubspot_contact_id);
+    ids: &[&str],
+) -> Result<HashMap<String, KnownContact>, StepError> {
+    let mut found = HashMap::new();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let mut fields = CONTACT_FIELDS.to_vec();
+    fields.extend(LINK_COLUMNS);
+    let query = ListQuery::new()
+        .filter(CONTACT_KEY, "in", json!(ids))
+        .fields(&fields)
+        .oldest_first()
+        .limit(0);
+    let rows = site
+        .client
+        .list(CONTACT, &query)
+        .await
+        .map_err(|e| StepError::erp(format!("Contacts for HubSpot contacts {ids:?}"), e))?;
+    for (row, links) in grouped(rows, LINK_FIELDS) {
+        let Some(id) = row.str(CONTACT_KEY).map(str::to_lowercase) else {
+            continue;
+        };
+        // Oldest first: the first one of an ID is the one.
+        found.entry(id).or_insert(KnownContact { row, links });
+    }
+    Ok(found)
+}
+
+/// The key [`find_contacts`] files `spec` under.
+pub fn lookup_key(spec: &ContactSpec) -> String {
+    spec.hubspot_contact_id.to_lowercase()
+}
+
+/// A new Contact of `spec`, linked to `customer` when given.
+pub fn contact_body(spec: &ContactSpec, customer: Option<&str>) -> Value {
     let mut body = scalar_fields(spec);
-    body.insert("hubspot_contact_id".into(), json!(spec.hubspot_contact_id));
+    body.insert(CONTACT_KEY.into(), json!(spec.hubspot_contact_id));
     if let Some(email) = clean(spec.email_id.as_deref()) {
         body.insert(
             "email_ids".into(),
@@ -60,35 +130,109 @@ pub async fn upsert_contact(
             json!([{"link_doctype": CUSTOMER, "link_name": customer}]),
         );
     }
-    let found = find_or_insert(
-        site,
-        CONTACT,
-        &by_field(
-            "hubspot_contact_id",
-            &spec.hubspot_contact_id,
-            CONTACT_FIELDS,
-        ),
-        &Value::Object(body),
-        &what,
-        Key::NotUnique("hubspot_contact_id", &spec.hubspot_contact_id),
-    )
-    .await?;
-    let name = found.doc.name().to_string();
-    if found.created {
-        metrics::step(CONTACT, Change::Created.label());
-        return Ok(Upserted {
-            name,
-            change: Change::Created,
-        });
+    Value::Object(body)
+}
+
+/// Find-or-create the Contact of `spec.hubspot_contact_id`, linked to `customer` when given:
+/// one Contact at a time (`erp.update_contact`, and after a batch insert met an existing one).
+pub async fn upsert_contact(
+    site: &ErpSite,
+    customer: Option<&str>,
+    spec: &ContactSpec,
+) -> Result<Upserted, StepError> {
+    let id = spec.hubspot_contact_id.as_str();
+    let existing = match find_contacts(site, &[id]).await?.remove(&lookup_key(spec)) {
+        Some(known) => known,
+        None => match site
+            .client
+            .insert(CONTACT, &contact_body(spec, customer))
+            .await
+        {
+            Ok(doc) => {
+                metrics::step(CONTACT, Change::Created.label());
+                return Ok(Upserted {
+                    name: doc.name().to_string(),
+                    change: Change::Created,
+                });
+            }
+            // Another writer, or an earlier attempt of ours that committed late, created it.
+            Err(e) if e.is_duplicate() => {
+                tracing::info!(
+                    hubspot_contact_id = id,
+                    "unique conflict on insert: the Contact exists; using it"
+                );
+                find_contacts(site, &[id])
+                    .await?
+                    .remove(&lookup_key(spec))
+                    .ok_or_else(|| StepError::ConflictNotVisible {
+                        what: format!("Contact for HubSpot contact {id}"),
+                        field: CONTACT_KEY,
+                        value: id.to_string(),
+                        message: e.server_message(),
+                    })?
+            }
+            Err(e) => {
+                return Err(StepError::erp(
+                    format!("Contact for HubSpot contact {id}"),
+                    e,
+                ));
+            }
+        },
+    };
+    let change = refresh_contact(site, customer, spec, &existing).await?;
+    Ok(Upserted {
+        name: existing.name().to_string(),
+        change,
+    })
+}
+
+/// Bring an existing Contact in line with `spec` (see the module doc): nothing is read or
+/// written when its list row already agrees.
+pub async fn refresh_contact(
+    site: &ErpSite,
+    customer: Option<&str>,
+    spec: &ContactSpec,
+    known: &KnownContact,
+) -> Result<Change, StepError> {
+    let what = format!("Contact for HubSpot contact {}", spec.hubspot_contact_id);
+    let name = known.name();
+    let email = clean(spec.email_id.as_deref());
+    let phone = clean(spec.phone.as_deref());
+    let mut desired = scalar_fields(spec);
+    if let Some(email) = email {
+        desired.insert("email_id".into(), json!(email));
+    }
+    if let Some(phone) = phone {
+        desired.insert("phone".into(), json!(phone));
+    }
+    let needs_link = customer.is_some_and(|c| !known.linked_to(c));
+    let listed_diff = changes(&known.row, &desired);
+    let newer = site.hubspot_is_newer(spec.modified, known.row.modified());
+    if !needs_link && (listed_diff.is_empty() || !newer) {
+        let change = if listed_diff.is_empty() {
+            Change::Unchanged
+        } else {
+            tracing::info!(contact = %name, "ERPNext Contact is newer than the HubSpot change; not overwriting it");
+            Change::Stale
+        };
+        metrics::step(CONTACT, change.label());
+        return Ok(change);
     }
 
-    // The list row has no child tables; the full document does.
-    let full = site
+    // The list row has no child tables; the full document does, and they are rewritten whole.
+    let Some(full) = site
         .client
-        .get(CONTACT, &name)
+        .get(CONTACT, name)
         .await
         .map_err(|e| StepError::erp(&what, e))?
-        .unwrap_or(found.doc);
+    else {
+        return Err(StepError::ConflictNotVisible {
+            what,
+            field: CONTACT_KEY,
+            value: spec.hubspot_contact_id.clone(),
+            message: format!("Contact {name} was deleted while it was being updated"),
+        });
+    };
     let mut update = Map::new();
     if let Some(customer) = customer {
         let links = full.table("links");
@@ -100,15 +244,6 @@ pub async fn upsert_contact(
             rows.push(json!({"link_doctype": CUSTOMER, "link_name": customer}));
             update.insert("links".into(), Value::Array(rows));
         }
-    }
-    let mut desired = scalar_fields(spec);
-    let email = clean(spec.email_id.as_deref());
-    let phone = clean(spec.phone.as_deref());
-    if let Some(email) = email {
-        desired.insert("email_id".into(), json!(email));
-    }
-    if let Some(phone) = phone {
-        desired.insert("phone".into(), json!(phone));
     }
     let diff = changes(&full, &desired);
     let fields_change = if diff.is_empty() {
@@ -147,13 +282,13 @@ pub async fn upsert_contact(
         fields_change
     } else {
         site.client
-            .update(CONTACT, &name, &Value::Object(update))
+            .update(CONTACT, name, &Value::Object(update))
             .await
             .map_err(|e| StepError::erp(&what, e))?;
         Change::Updated
     };
     metrics::step(CONTACT, change.label());
-    Ok(Upserted { name, change })
+    Ok(change)
 }
 
 fn scalar_fields(spec: &ContactSpec) -> Map<String, Value> {

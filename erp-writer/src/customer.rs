@@ -5,8 +5,13 @@
 //!   `website`, `tax_id`, `default_currency`), and only when HubSpot's change is newer than the
 //!   document. `customer_group` and `territory` are creation defaults from the mapping; an ERPNext
 //!   user may re-file the customer and a HubSpot edit must not undo that.
-//! - Address: has no HubSpot key of its own; it is "the Address of this type linked to this
-//!   Customer" (`Dynamic Link`), created linked, refreshed like the Customer.
+//! - Address: keyed by `hubspot_address_key` = `<hubspot_company_id>:<address_type>` (unique:
+//!   `erp-writer setup` makes it so), created linked to the Customer, refreshed like the
+//!   Customer. It is looked up as "the Address of this type linked to this Customer": the one
+//!   carrying the key, else one without a key, which a site synced before the key existed holds
+//!   (or a human made for the Customer); that one is adopted by writing the key on it, so it
+//!   stays the one. An Address carrying the key but no longer linked (a human removed the link)
+//!   is found by the key when the insert meets it, and linked again.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -17,10 +22,12 @@ use crate::diff::{changes, put_opt};
 use crate::error::StepError;
 use crate::metrics;
 use crate::site::ErpSite;
-use crate::upsert::{Change, Key, by_field, find_or_insert};
+use crate::upsert::{Change, Key, by_field, find_or_insert, grouped};
 
 pub const CUSTOMER: &str = "Customer";
 pub const ADDRESS: &str = "Address";
+/// The unique custom field an Address is keyed by (see [`address_key`]).
+pub const ADDRESS_KEY: &str = "hubspot_address_key";
 
 const CUSTOMER_FIELDS: &[&str] = &[
     "name",
@@ -46,8 +53,19 @@ const ADDRESS_FIELDS: &[&str] = &[
     "country",
     "email_id",
     "phone",
+    ADDRESS_KEY,
     "modified",
 ];
+
+/// The Address's links, from the `Dynamic Link` rows a list joins (one row per link).
+const LINK_COLUMNS: &[&str] = &[
+    "`tabDynamic Link`.link_doctype",
+    "`tabDynamic Link`.link_name",
+];
+const LINK_FIELDS: &[&str] = &["link_doctype", "link_name"];
+
+/// How many Addresses of one type one Customer may have before the look-up stops reading.
+const MAX_LINKED: u32 = 50;
 
 /// A Customer or Address after its step.
 #[derive(Debug, Clone)]
@@ -106,7 +124,7 @@ pub async fn upsert_customer(
         ),
         &Value::Object(body),
         &what,
-        Key::Unique("hubspot_company_id", &spec.hubspot_company_id),
+        Key::new("hubspot_company_id", &spec.hubspot_company_id),
     )
     .await?;
     let name = found.doc.name().to_string();
@@ -186,54 +204,256 @@ async fn ensure_party_account(
     }
 }
 
-/// The Address of `spec.address_type` linked to `customer`: find, create linked, or refresh.
-pub async fn upsert_address(
-    site: &ErpSite,
-    customer: &str,
-    spec: &AddressSpec,
-    hubspot_modified: DateTime<Utc>,
-) -> Result<Upserted, StepError> {
-    let what = format!("{} Address of Customer {customer}", spec.address_type);
-    let query = ListQuery::new()
-        .child_filter("Dynamic Link", "link_doctype", "=", CUSTOMER)
-        .child_filter("Dynamic Link", "link_name", "=", customer)
-        .filter("address_type", "=", spec.address_type.as_str())
-        .fields(ADDRESS_FIELDS)
-        .oldest_first()
-        .limit(1);
+/// The key of a company's Address of one type: `<hubspot_company_id>:<address_type>`.
+pub fn address_key(hubspot_company_id: &str, address_type: &str) -> String {
+    format!("{hubspot_company_id}:{address_type}")
+}
+
+/// A new Address of `spec`, keyed `key`, linked to `customer`, its primary address.
+pub fn address_body(customer: &str, key: &str, spec: &AddressSpec) -> Value {
     let mut body = address_fields(spec);
+    body.insert(ADDRESS_KEY.into(), json!(key));
     body.insert("is_primary_address".into(), json!(1));
     body.insert(
         "links".into(),
         json!([{"link_doctype": CUSTOMER, "link_name": customer}]),
     );
-    let found = find_or_insert(
-        site,
-        ADDRESS,
-        &query,
-        &Value::Object(body),
-        &what,
-        Key::NotUnique("links", customer),
-    )
-    .await?;
-    let name = found.doc.name().to_string();
-    if found.created {
-        metrics::step(ADDRESS, Change::Created.label());
-        return Ok(Upserted {
-            name,
-            change: Change::Created,
-        });
+    Value::Object(body)
+}
+
+/// An Address found for a company: its list row and whether it links to the Customer.
+#[derive(Debug, Clone)]
+pub struct KnownAddress {
+    pub row: Doc,
+    pub linked: bool,
+}
+
+/// The Address of `address_type` linked to `customer` that is the company's: the one carrying
+/// `key`, else the oldest without a key (adopted by [`refresh_address`]). An Address carrying
+/// another company's key is that company's, even when linked here too. One call.
+pub async fn find_linked_address(
+    site: &ErpSite,
+    customer: &str,
+    key: &str,
+    address_type: &str,
+) -> Result<Option<KnownAddress>, StepError> {
+    let query = ListQuery::new()
+        .child_filter("Dynamic Link", "link_doctype", "=", CUSTOMER)
+        .child_filter("Dynamic Link", "link_name", "=", customer)
+        .filter("address_type", "=", address_type)
+        .fields(ADDRESS_FIELDS)
+        .oldest_first()
+        .limit(MAX_LINKED);
+    let rows =
+        site.client.list(ADDRESS, &query).await.map_err(|e| {
+            StepError::erp(format!("{address_type} Address of Customer {customer}"), e)
+        })?;
+    let key_of = |row: &Doc| {
+        row.str(ADDRESS_KEY)
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_lowercase)
+    };
+    let want = key.to_lowercase();
+    let pick = rows
+        .iter()
+        .position(|r| key_of(r).as_deref() == Some(want.as_str()))
+        .or_else(|| rows.iter().position(|r| key_of(r).is_none()));
+    Ok(pick
+        .and_then(|i| rows.into_iter().nth(i))
+        .map(|row| KnownAddress { row, linked: true }))
+}
+
+/// The Address carrying `key`, linked to `customer` or not.
+pub async fn find_address_by_key(
+    site: &ErpSite,
+    customer: &str,
+    key: &str,
+) -> Result<Option<KnownAddress>, StepError> {
+    let mut fields = ADDRESS_FIELDS.to_vec();
+    fields.extend(LINK_COLUMNS);
+    let query = ListQuery::new()
+        .filter(ADDRESS_KEY, "=", key)
+        .fields(&fields)
+        .oldest_first()
+        .limit(0);
+    let rows = site
+        .client
+        .list(ADDRESS, &query)
+        .await
+        .map_err(|e| StepError::erp(format!("Address {ADDRESS_KEY} = {key:?}"), e))?;
+    Ok(grouped(rows, LINK_FIELDS)
+        .into_iter()
+        .next()
+        .map(|(row, links)| KnownAddress {
+            linked: links.iter().any(|l| {
+                l.str("link_doctype") == Some(CUSTOMER) && l.str("link_name") == Some(customer)
+            }),
+            row,
+        }))
+}
+
+/// The company's Address of `spec.address_type`, found linked to `customer`, created linked,
+/// or refreshed (`erp.update_customer`).
+pub async fn upsert_address(
+    site: &ErpSite,
+    hubspot_company_id: &str,
+    customer: &str,
+    spec: &AddressSpec,
+    hubspot_modified: DateTime<Utc>,
+) -> Result<Upserted, StepError> {
+    let key = address_key(hubspot_company_id, &spec.address_type);
+    match find_linked_address(site, customer, &key, &spec.address_type).await? {
+        Some(known) => refresh_address(site, customer, &key, spec, known, hubspot_modified).await,
+        None => ensure_address(site, customer, &key, spec, hubspot_modified).await,
     }
-    let change = refresh(
-        site,
-        ADDRESS,
-        &found.doc,
-        &address_fields(spec),
-        hubspot_modified,
-        &what,
-    )
-    .await?;
-    Ok(Upserted { name, change })
+}
+
+/// The Address carrying `key`, refreshed and linked to `customer`; inserted when there is none.
+/// For when no Address linked to the Customer is the company's, or none was looked for (a
+/// Customer created a moment ago has none).
+pub async fn ensure_address(
+    site: &ErpSite,
+    customer: &str,
+    key: &str,
+    spec: &AddressSpec,
+    hubspot_modified: DateTime<Utc>,
+) -> Result<Upserted, StepError> {
+    if let Some(known) = find_address_by_key(site, customer, key).await? {
+        return refresh_address(site, customer, key, spec, known, hubspot_modified).await;
+    }
+    let what = format!("{} Address of Customer {customer}", spec.address_type);
+    match site
+        .client
+        .insert(ADDRESS, &address_body(customer, key, spec))
+        .await
+    {
+        Ok(doc) => {
+            metrics::step(ADDRESS, Change::Created.label());
+            Ok(Upserted {
+                name: doc.name().to_string(),
+                change: Change::Created,
+            })
+        }
+        Err(e) if e.is_duplicate() => {
+            tracing::info!(
+                key,
+                "unique conflict on insert: the Address exists; using it"
+            );
+            match find_address_by_key(site, customer, key).await? {
+                Some(known) => {
+                    refresh_address(site, customer, key, spec, known, hubspot_modified).await
+                }
+                None => Err(StepError::ConflictNotVisible {
+                    what,
+                    field: ADDRESS_KEY,
+                    value: key.to_string(),
+                    message: e.server_message(),
+                }),
+            }
+        }
+        Err(e) => Err(StepError::erp(what, e)),
+    }
+}
+
+/// Bring a found Address in line: adopt it (write `key` on one without), link it to
+/// `customer`, and refresh the fields HubSpot owns when HubSpot's change is newer. Nothing is
+/// written when it already agrees.
+pub async fn refresh_address(
+    site: &ErpSite,
+    customer: &str,
+    key: &str,
+    spec: &AddressSpec,
+    mut known: KnownAddress,
+    hubspot_modified: DateTime<Utc>,
+) -> Result<Upserted, StepError> {
+    let what = format!("{} Address of Customer {customer}", spec.address_type);
+    // Twice at most: adopting can meet the key on another Address, which is then the one.
+    for _ in 0..2 {
+        let name = known.row.name().to_string();
+        let mut update = Map::new();
+        let adopt = known
+            .row
+            .str(ADDRESS_KEY)
+            .is_none_or(|k| k.trim().is_empty());
+        if adopt {
+            update.insert(ADDRESS_KEY.into(), json!(key));
+        }
+        if !known.linked {
+            // The list row has no child rows; the full document's are kept and ours added.
+            let full = site
+                .client
+                .get(ADDRESS, &name)
+                .await
+                .map_err(|e| StepError::erp(&what, e))?
+                .ok_or_else(|| StepError::ConflictNotVisible {
+                    what: what.clone(),
+                    field: ADDRESS_KEY,
+                    value: key.to_string(),
+                    message: format!("Address {name} was deleted while it was being linked"),
+                })?;
+            let mut rows: Vec<Value> = full
+                .table("links")
+                .into_iter()
+                .map(Doc::into_value)
+                .collect();
+            rows.push(json!({"link_doctype": CUSTOMER, "link_name": customer}));
+            update.insert("links".into(), Value::Array(rows));
+        }
+        let diff = changes(&known.row, &address_fields(spec));
+        let mut change = if diff.is_empty() {
+            Change::Unchanged
+        } else if !site.hubspot_is_newer(hubspot_modified, known.row.modified()) {
+            tracing::info!(
+                doctype = ADDRESS,
+                name,
+                erpnext_modified = known.row.modified().unwrap_or_default(),
+                hubspot_modified = %hubspot_modified,
+                fields = ?diff.keys().collect::<Vec<_>>(),
+                "ERPNext document is newer than the HubSpot change; not overwriting it"
+            );
+            Change::Stale
+        } else {
+            update.extend(diff);
+            Change::Updated
+        };
+        if !update.is_empty() {
+            match site
+                .client
+                .update(ADDRESS, &name, &Value::Object(update))
+                .await
+            {
+                Ok(_) => {
+                    if adopt {
+                        tracing::info!(address = %name, key, "Address synced before it had a key adopted");
+                    }
+                    if change != Change::Stale {
+                        change = Change::Updated;
+                    }
+                }
+                Err(e) if adopt && e.is_duplicate() => {
+                    // Another Address got the key meanwhile (another writer inserted it): that
+                    // one is the company's; this one stays as it was.
+                    match find_address_by_key(site, customer, key).await? {
+                        Some(other) if other.row.name() != name => {
+                            known = other;
+                            continue;
+                        }
+                        _ => return Err(StepError::erp(&what, e)),
+                    }
+                }
+                Err(e) => return Err(StepError::erp(&what, e)),
+            }
+        }
+        metrics::step(ADDRESS, change.label());
+        return Ok(Upserted { name, change });
+    }
+    Err(StepError::ConflictNotVisible {
+        what,
+        field: ADDRESS_KEY,
+        value: key.to_string(),
+        message: "the key moved between Addresses while it was being adopted".into(),
+    })
 }
 
 /// The Customer fields HubSpot owns (see the module doc).

@@ -5,8 +5,12 @@
 //! [`DEAL_KEY`], so two writers can never both create one, while a human can still cancel and
 //! amend it. The deal's order is the newest revision that is not cancelled:
 //!
-//! - Absent: create it (Draft), then submit it when `order.submit` says so. A crash between the
-//!   two leaves a Draft that the retry finds by `hubspot_deal_id` and submits.
+//! - Absent: create it, already submitted when `order.submit` says so (`docstatus: 1` in the
+//!   insert: Frappe validates and submits in one transaction, so no Draft is left between the
+//!   two). The look-up is skipped for a Customer the command has just created: no order can be
+//!   linked to it yet, and an order of the deal linked to another Customer still holds the
+//!   unique key (a cancelled original cannot be deleted while its amendment exists), so the
+//!   insert meets it and the step carries on with the look-up.
 //! - A Draft: bring its lines, dates, header fields and tax rows in line with the deal, if the
 //!   deal's change is newer than the Draft; then submit if asked.
 //! - Submitted: never touched. If the deal now differs, the step reports a `SalesOrderConflict`
@@ -33,12 +37,22 @@ pub use shared::erpnext::sales_order::{DEAL_KEY, SALES_ORDER};
 
 const LIST_FIELDS: &[&str] = &["status", "amended_from", "modified"];
 
+/// What ERPNext would set on an order submitted with nothing delivered or billed. Submitting on
+/// insert, ERPNext leaves `status` as sent (its `set_status` skips new documents), so a
+/// submitted order would stay "Draft" until its first invoice
+/// (`live-findings/sales_order_insert_submitted_status_stays_draft.json`); sent with the
+/// insert, it is stored as the two-step submit stores it
+/// (`sales_order_insert_submitted_with_status.json`).
+pub const SUBMITTED_STATUS: &str = "To Deliver and Bill";
+
 /// Documents the Sales Order refers to, found by the earlier steps.
 #[derive(Debug, Clone, Default)]
 pub struct Parties<'a> {
     pub customer: &'a str,
     pub address: Option<&'a str>,
     pub contact: Option<&'a str>,
+    /// The command created the Customer a moment ago: insert without looking up first.
+    pub new_customer: bool,
 }
 
 /// Find-or-create the Sales Order of `cmd.hubspot_deal_id`; see the module doc.
@@ -69,7 +83,16 @@ pub async fn upsert_sales_order(
         json!(cmd.order.transaction_date.to_string()),
     );
     body.extend(tables(cmd, taxes));
-    let found = match current(site, deal, &what).await? {
+    if cmd.order.submit {
+        body.insert("docstatus".into(), json!(1));
+        body.insert("status".into(), json!(SUBMITTED_STATUS));
+    }
+    let existing = if parties.new_customer {
+        DealOrder::Absent
+    } else {
+        current(site, deal, &what).await?
+    };
+    let found = match existing {
         DealOrder::Live(doc) => Found {
             doc,
             created: false,
@@ -99,7 +122,12 @@ pub async fn upsert_sales_order(
     let mut doc = found.doc;
     if found.created {
         metrics::step(SALES_ORDER, "created");
-        tracing::info!(sales_order = doc.name(), hubspot_deal_id = %deal, "Sales Order created");
+        tracing::info!(
+            sales_order = doc.name(),
+            hubspot_deal_id = %deal,
+            docstatus = doc.docstatus(),
+            "Sales Order created"
+        );
     } else {
         // The list row lacks the child tables and header fields we compare.
         doc = site

@@ -177,13 +177,26 @@ pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
         insert_after: "customer_name",
         no_copy: false,
     },
+    // Unique, so a second Contact of one HubSpot contact is refused whoever inserts it, however
+    // late the insert commits (on a site with such twins already, setup stops here with
+    // ERPNext's `NonUniqueError`: merge them, then run setup again). Not copied: a Contact
+    // duplicated in the desk would be refused otherwise.
     CustomFieldSpec {
         dt: "Contact",
         fieldname: "hubspot_contact_id",
         label: "HubSpot Contact ID",
-        unique: false,
+        unique: true,
         insert_after: "last_name",
-        no_copy: false,
+        no_copy: true,
+    },
+    // `<hubspot_company_id>:<address_type>`: the company's Address of that type, unique.
+    CustomFieldSpec {
+        dt: "Address",
+        fieldname: "hubspot_address_key",
+        label: "HubSpot Address Key",
+        unique: true,
+        insert_after: "address_type",
+        no_copy: true,
     },
     // Every revision of a deal's order carries its ID (ERPNext copies it into an amendment);
     // only the order lead2ledger creates carries the unique, never-copied key, which keeps two

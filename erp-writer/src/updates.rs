@@ -39,7 +39,8 @@ pub async fn apply_update_customer(
             created: false,
         });
         if let Some(spec) = &cmd.address {
-            let a = upsert_address(site, &customer.name, spec, cmd.customer.modified).await?;
+            let a =
+                upsert_address(site, company, &customer.name, spec, cmd.customer.modified).await?;
             applied.push(ErpOutcome::AddressUpserted {
                 hubspot_company_id: company.clone(),
                 address: a.name,

@@ -97,11 +97,18 @@ impl World {
             .collect()
     }
 
-    /// Outcomes published so far (they land in the namespace's mapper queue).
+    /// Outcomes published so far: they land in the mapper's queue for them (whichever of the
+    /// namespace's mapper queues that is).
     pub async fn take_outcomes(&self) -> Vec<(Envelope<ErpOutcome>, Taken)> {
-        let q = self.ns.names().queue(WorkQueue::Mapper);
-        drain(&self.ns.settings.amqp.url, &q)
-            .await
+        let mut taken = Vec::new();
+        for q in WorkQueue::ALL
+            .into_iter()
+            .filter(|q| q.base_name().starts_with("mapper"))
+        {
+            let q = self.ns.names().queue(q);
+            taken.extend(drain(&self.ns.settings.amqp.url, &q).await);
+        }
+        taken
             .into_iter()
             .map(|t| {
                 (

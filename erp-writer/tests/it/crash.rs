@@ -13,26 +13,27 @@ use crate::common::{
     ChildWriter, World, Writer, deal, outcomes_until, publish, sales_order_outcomes, sync_envelope,
 };
 
-/// Only requests on one Sales Order (`GET/PUT /api/resource/Sales Order/<name>`): the submit
-/// after the insert, not the lookup or the insert itself.
-const SALES_ORDER_BY_NAME: &str = "/api/resource/Sales%20Order/";
+/// The Sales Order requests: the look-up and the insert (a new Customer's order is inserted
+/// without a look-up, so the insert is the first).
+const SALES_ORDERS: &str = "/api/resource/Sales%20Order";
 
 #[tokio::test]
 async fn a_crash_after_the_sales_order_insert_is_completed_by_the_next_delivery() {
     let w = World::start().await;
     let site = w.site();
 
-    // Writer A inserted the Sales Order, then its submit failed and it died (no outcome, no
-    // ack, no done marker): a Draft is left behind.
-    let draft_left = deal("draft-left");
+    // Writer A's insert of the submitted order committed, but the answer never came (it hangs
+    // past the client's timeout) and A died: no outcome, no ack, no done marker.
+    let answer_lost = deal("answer-lost");
     w.sim.set_faults(FaultConfig {
-        error_rate: 1.0,
-        path_prefix: SALES_ORDER_BY_NAME.into(),
+        timeout_rate: 1.0,
+        hang_ms: 3_000,
+        path_prefix: SALES_ORDERS.into(),
         ..Default::default()
     });
-    let failure = apply_sync_deal(&site, &draft_left)
+    let failure = apply_sync_deal(&site, &answer_lost)
         .await
-        .expect_err("submit fails");
+        .expect_err("the insert's answer is lost");
     assert!(failure.error.is_transient(), "{failure}");
     assert_eq!(
         failure.applied.len(),
@@ -40,42 +41,61 @@ async fn a_crash_after_the_sales_order_insert_is_completed_by_the_next_delivery(
         "customer, address, 3 contacts applied"
     );
     w.sim.set_faults(FaultConfig::default());
-    assert_eq!(w.docs("Sales Order")[0]["docstatus"], 0);
+    let orders = w.docs_where("Sales Order", "hubspot_deal_id", "deal-answer-lost");
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        orders[0]["docstatus"], 1,
+        "inserted submitted: no Draft window"
+    );
 
-    // Writer B applied everything, then died before publishing and acking.
+    // Writer B left a Draft (as a writer in draft mode, or one that inserted and crashed before
+    // submitting, leaves one); the deal now says submit.
+    let mut draft_left = deal("draft-left");
+    draft_left.order.submit = false;
+    apply_sync_deal(&site, &draft_left).await.expect("draft");
+    draft_left.order.submit = true;
+    assert_eq!(
+        w.docs_where("Sales Order", "hubspot_deal_id", "deal-draft-left")[0]["docstatus"],
+        0
+    );
+
+    // Writer C applied everything, then died before publishing and acking.
     let all_done = deal("all-done");
     apply_sync_deal(&site, &all_done).await.expect("applied");
 
-    // The broker redelivers both commands to a healthy writer.
+    // The broker redelivers the three commands to a healthy writer.
     let stop = CancellationToken::new();
     let broker = w.broker(&stop).await;
     let writer = Writer::spawn(w.settings());
+    publish(&broker, &sync_envelope(&answer_lost, "evt-answer-lost")).await;
     publish(&broker, &sync_envelope(&draft_left, "evt-draft-left")).await;
     publish(&broker, &sync_envelope(&all_done, "evt-all-done")).await;
     let outcomes = outcomes_until(
         &w,
         Duration::from_secs(15),
-        "both Sales Order outcomes",
+        "the three Sales Order outcomes",
         |o| {
-            sales_order_outcomes(o, "deal-draft-left") == 1
-                && sales_order_outcomes(o, "deal-all-done") == 1
+            ["deal-answer-lost", "deal-draft-left", "deal-all-done"]
+                .iter()
+                .all(|d| sales_order_outcomes(o, d) == 1)
         },
     )
     .await;
     writer.stop().await;
 
-    for tag in ["draft-left", "all-done"] {
+    for tag in ["answer-lost", "draft-left", "all-done"] {
         let orders = w.docs_where("Sales Order", "hubspot_deal_id", &format!("deal-{tag}"));
         assert_eq!(orders.len(), 1, "{tag}: one Sales Order");
         assert_eq!(orders[0]["docstatus"], 1, "{tag}: submitted");
+        assert_eq!(orders[0]["status"], "To Deliver and Bill", "{tag}");
         assert_eq!(
             w.docs_where("Customer", "hubspot_company_id", &format!("co-{tag}"))
                 .len(),
             1
         );
     }
-    assert_eq!(w.docs("Contact").len(), 6);
-    assert_eq!(w.docs("Address").len(), 2);
+    assert_eq!(w.docs("Contact").len(), 9);
+    assert_eq!(w.docs("Address").len(), 3);
     assert!(
         outcomes
             .iter()
@@ -93,12 +113,12 @@ async fn sigkilled_writer_between_sales_order_insert_and_ack_leaves_one_sales_or
     let broker = w.broker(&stop).await;
     let child = ChildWriter::new(&w);
 
-    // The submit is applied, then its answer is held back: the writer is stuck after its last
-    // ERPNext write, before publishing and acking.
+    // The insert of the submitted order is applied, then its answer is held back: the writer
+    // is stuck after its last ERPNext write, before publishing and acking.
     w.sim.set_faults(FaultConfig {
         timeout_rate: 1.0,
         hang_ms: 4000,
-        path_prefix: SALES_ORDER_BY_NAME.into(),
+        path_prefix: SALES_ORDERS.into(),
         ..Default::default()
     });
     let mut first = child.spawn();
@@ -106,7 +126,7 @@ async fn sigkilled_writer_between_sales_order_insert_and_ack_leaves_one_sales_or
     publish(&broker, &sync_envelope(&cmd, "evt-kill")).await;
     eventually(
         Duration::from_secs(15),
-        "the Sales Order inserted and submitted",
+        "the Sales Order inserted submitted",
         || async {
             let so = w.docs_where("Sales Order", "hubspot_deal_id", "deal-kill");
             (so.len() == 1 && so[0]["docstatus"] == 1).then_some(())

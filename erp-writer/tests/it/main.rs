@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod crash;
+mod late_commit;
 mod setup;
 mod site_check;
 mod steps;

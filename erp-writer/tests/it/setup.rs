@@ -46,11 +46,11 @@ fn header<'a>(d: &'a WebhookDelivery, name: &str) -> Option<&'a str> {
 async fn setup_twice_creates_everything_then_changes_nothing() {
     let (w, settings) = bare_site().await;
     let first = erp_writer::run_setup(&settings).await.expect("first setup");
-    assert_eq!(first.count(Action::Created), 11, "{first}");
+    assert_eq!(first.count(Action::Created), 12, "{first}");
     assert!(
         first
             .to_string()
-            .ends_with("11 created, 0 updated, 0 unchanged"),
+            .ends_with("12 created, 0 updated, 0 unchanged"),
         "{first}"
     );
 
@@ -59,7 +59,7 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
         .await
         .expect("second setup");
     assert!(second.unchanged(), "{second}");
-    assert_eq!(second.rows.len(), 11);
+    assert_eq!(second.rows.len(), 12);
     assert!(
         second.rows.iter().all(|r| r.result() == "unchanged"),
         "{second}"
@@ -82,7 +82,15 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
     assert_eq!(field("Sales Order", "hubspot_deal_id")["unique"], 0);
     assert_eq!(field("Sales Order", "hubspot_deal_key")["unique"], 1);
     assert_eq!(field("Sales Order", "hubspot_deal_key")["no_copy"], 1);
-    assert_eq!(field("Contact", "hubspot_contact_id")["unique"], 0);
+    // Contacts and Addresses are keyed uniquely too, and the keys are not copied by the desk's
+    // Duplicate.
+    for (dt, name) in [
+        ("Contact", "hubspot_contact_id"),
+        ("Address", "hubspot_address_key"),
+    ] {
+        assert_eq!(field(dt, name)["unique"], 1, "{dt}.{name}");
+        assert_eq!(field(dt, name)["no_copy"], 1, "{dt}.{name}");
+    }
     assert_eq!(
         field("Sales Invoice", "hubspot_deal_id")["fieldtype"],
         "Data"
@@ -93,6 +101,12 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
         .seed("Customer", customer.clone())
         .expect("first customer");
     let err = w.sim.seed("Customer", customer).expect_err("unique");
+    assert_eq!(err.exc_type(), "UniqueValidationError");
+    let contact = json!({"first_name": "Dup", "hubspot_contact_id": "ct-dup"});
+    w.sim
+        .seed("Contact", contact.clone())
+        .expect("first contact");
+    let err = w.sim.seed("Contact", contact).expect_err("unique");
     assert_eq!(err.exc_type(), "UniqueValidationError");
 
     // The webhooks: JSON, explicit Content-Type, security on, URL with doctype and event.
@@ -248,7 +262,7 @@ async fn setup_corrects_every_owned_field_that_drifted_and_says_which() {
 
     let report = erp_writer::run_setup(&settings).await.expect("setup again");
     assert_eq!(report.count(Action::Updated), 3, "{report}");
-    assert_eq!(report.count(Action::Unchanged), 8, "{report}");
+    assert_eq!(report.count(Action::Unchanged), 9, "{report}");
     let result = |name: &str| report.row(name).expect(name).result();
     assert_eq!(
         result("lead2ledger-sales-invoice-on-change"),
@@ -268,7 +282,7 @@ async fn setup_corrects_every_owned_field_that_drifted_and_says_which() {
     );
     let text = report.to_string();
     assert!(
-        text.ends_with("0 created, 3 updated, 8 unchanged"),
+        text.ends_with("0 created, 3 updated, 9 unchanged"),
         "{text}"
     );
 
@@ -383,7 +397,7 @@ async fn a_rotated_webhook_secret_is_written_and_ingest_accepts_the_deliveries()
             "{report}"
         );
     }
-    assert_eq!(report.count(Action::Unchanged), 5, "{report}");
+    assert_eq!(report.count(Action::Unchanged), 6, "{report}");
     assert!(!report.to_string().contains(NEW_SECRET), "{report}");
 
     w.sim.clear_webhook_deliveries();
@@ -447,7 +461,7 @@ async fn setup_refuses_a_site_in_another_time_zone_before_writing_anything() {
     let report = erp_writer::run_setup(&settings)
         .await
         .expect("alias accepted");
-    assert_eq!(report.count(Action::Created), 11, "{report}");
+    assert_eq!(report.count(Action::Created), 12, "{report}");
     w.cleanup().await;
 }
 
@@ -463,5 +477,94 @@ async fn setup_without_a_webhook_secret_refuses_to_start() {
         "{err:#}"
     );
     assert!(w.docs("Webhook").is_empty());
+    w.cleanup().await;
+}
+
+/// A site an earlier lead2ledger set up: `Contact.hubspot_contact_id` not unique, no Address key.
+/// Setup makes the Contact key unique in place and adds the Address key. Where two Contacts
+/// already share a HubSpot ID, ERPNext refuses (`NonUniqueError`): setup stops with an error
+/// that names the field and ERPNext's reason, and goes through once the twin is gone.
+#[tokio::test]
+async fn setup_makes_contact_keys_unique_and_says_which_twins_prevent_it() {
+    let (w, settings) = bare_site().await;
+    erp_writer::run_setup(&settings).await.expect("setup");
+    let client = ErpNextClient::new(&settings.erpnext).expect("client");
+    client
+        .update(
+            "Custom Field",
+            "Contact-hubspot_contact_id",
+            &json!({"unique": 0, "no_copy": 0, "search_index": 1}),
+        )
+        .await
+        .expect("the earlier setup's Contact key");
+    client
+        .delete("Custom Field", "Address-hubspot_address_key")
+        .await
+        .expect("no Address key yet");
+    for last in ["Twin A", "Twin B"] {
+        w.sim
+            .seed(
+                "Contact",
+                json!({"first_name": "Hank", "last_name": last, "hubspot_contact_id": "ct-twin"}),
+            )
+            .expect("twins are possible without the unique key");
+    }
+
+    let err = erp_writer::run_setup(&settings)
+        .await
+        .expect_err("the key cannot be unique while twins exist");
+    let message = format!("{err:#}");
+    assert!(
+        message.starts_with("Custom Field Contact.hubspot_contact_id: ")
+            && message.contains(
+                "NonUniqueError: Contact: Field 'HubSpot Contact ID' cannot be set as Unique as it has non-unique values"
+            ),
+        "{message}"
+    );
+    let field = w
+        .sim
+        .get("Custom Field", "Contact-hubspot_contact_id")
+        .expect("field");
+    assert_eq!(field["unique"], 0, "refused means unchanged");
+
+    let twin = w
+        .docs_where("Contact", "hubspot_contact_id", "ct-twin")
+        .pop()
+        .expect("twin");
+    client
+        .delete("Contact", twin["name"].as_str().expect("name"))
+        .await
+        .expect("merge the twins");
+    let report = erp_writer::run_setup(&settings).await.expect("setup again");
+    assert_eq!(
+        report
+            .row("Contact-hubspot_contact_id")
+            .expect("row")
+            .result(),
+        "updated: no_copy, search_index, unique",
+        "{report}"
+    );
+    assert_eq!(
+        report
+            .row("Address-hubspot_address_key")
+            .expect("row")
+            .action,
+        Action::Created,
+        "{report}"
+    );
+    let err = w
+        .sim
+        .seed(
+            "Contact",
+            json!({"first_name": "Hank", "last_name": "Twin C", "hubspot_contact_id": "ct-twin"}),
+        )
+        .expect_err("unique now");
+    assert_eq!(err.exc_type(), "UniqueValidationError");
+    assert!(
+        erp_writer::run_setup(&settings)
+            .await
+            .expect("third setup")
+            .unchanged()
+    );
     w.cleanup().await;
 }

@@ -3,7 +3,7 @@
 use chrono::{Duration as ChronoDuration, Utc};
 use erp_writer::apply_sync_deal;
 use erp_writer::updates::{Applied, apply_update_contact, apply_update_customer};
-use serde_json::Value;
+use serde_json::{Value, json};
 use shared::commands::{ErpOutcome, UpdateContact, UpdateCustomer};
 
 use crate::common::{World, company, deal, line};
@@ -349,5 +349,134 @@ async fn customer_fields_are_refreshed_only_by_newer_hubspot_changes() {
     assert_eq!(str_of(c, "email_id"), "new.p1@globex.example");
     assert_eq!(c["email_ids"].as_array().map(Vec::len), Some(2), "{c}");
     assert_eq!(w.docs("Contact").len(), 3);
+    w.cleanup().await;
+}
+
+/// What a deal costs in ERPNext calls (issue 18: at most 6), with the tax template's rows
+/// cached as in a running writer. A new company's deal: its Customer looked up and inserted,
+/// its Address and Contacts inserted in one batch (a new Customer has nothing linked yet, and
+/// the unique keys refuse a second record of anything that exists), its order inserted
+/// submitted. A second deal of the company: one look-up per doctype, one insert for its new
+/// contact, one for the order.
+#[tokio::test]
+async fn a_deal_costs_at_most_six_erpnext_calls() {
+    let w = World::start().await;
+    let site = w.site();
+    let first = deal("calls");
+    site.taxes
+        .rows(&site.client, "US Sales Tax - ATL")
+        .await
+        .expect("template rows");
+    let calls = |w: &World| -> Vec<(String, u64)> { w.sim.calls().into_iter().collect() };
+    let expect = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+        list.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+
+    w.sim.reset_calls();
+    apply_sync_deal(&site, &first).await.expect("first deal");
+    assert_eq!(
+        calls(&w),
+        expect(&[
+            ("GET /api/resource/Customer", 1),
+            ("POST /api/method/frappe.client.insert_many", 1),
+            ("POST /api/resource/Customer", 1),
+            ("POST /api/resource/Sales Order", 1),
+        ])
+    );
+    let so = &w.docs("Sales Order")[0];
+    assert_eq!(
+        (so["docstatus"].clone(), so["status"].clone()),
+        (json!(1), json!("To Deliver and Bill"))
+    );
+
+    let mut second = first.clone();
+    second.hubspot_deal_id = "deal-calls-2".into();
+    let mut newcomer = first.contacts[0].clone();
+    newcomer.hubspot_contact_id = "ct-calls-4".into();
+    newcomer.first_name = "Person4".into();
+    newcomer.email_id = Some("p4.calls@globex.example".into());
+    second.contacts.push(newcomer);
+    w.sim.reset_calls();
+    apply_sync_deal(&site, &second).await.expect("second deal");
+    assert_eq!(
+        calls(&w),
+        expect(&[
+            ("GET /api/resource/Address", 1),
+            ("GET /api/resource/Contact", 1),
+            ("GET /api/resource/Customer", 1),
+            ("GET /api/resource/Sales Order", 1),
+            ("POST /api/resource/Contact", 1),
+            ("POST /api/resource/Sales Order", 1),
+        ])
+    );
+    assert_eq!(w.docs("Contact").len(), 4);
+    assert_eq!(w.docs("Address").len(), 1);
+    assert_eq!(w.docs("Sales Order").len(), 2);
+    w.cleanup().await;
+}
+
+/// A site synced before Addresses had a key: the company's keyless Address linked to its
+/// Customer is adopted (the key written on it), not duplicated. Then a new company whose deal
+/// names a contact that already exists (linked to the first Customer): the batch insert meets
+/// its unique key, nothing of the batch is kept, and each record is looked up and inserted on
+/// its own; the existing Contact is linked to both Customers.
+#[tokio::test]
+async fn records_synced_before_the_keys_are_adopted_and_existing_contacts_linked() {
+    let w = World::start().await;
+    let site = w.site();
+    let old = deal("legacy");
+    w.sim
+        .seed(
+            "Customer",
+            json!({"customer_name": "Globex legacy", "customer_type": "Company",
+                   "customer_group": "Commercial", "territory": "United States",
+                   "hubspot_company_id": "co-legacy"}),
+        )
+        .expect("customer");
+    w.sim
+        .seed(
+            "Address",
+            json!({"address_title": "Globex legacy HQ", "address_type": "Billing",
+                   "address_line1": "1 Globex Way", "city": "Cypress Creek",
+                   "country": "United States",
+                   "links": [{"link_doctype": "Customer", "link_name": "Globex legacy"}]}),
+        )
+        .expect("address without a key");
+    apply_sync_deal(&site, &old).await.expect("synced");
+    let addresses = w.docs("Address");
+    assert_eq!(addresses.len(), 1, "{addresses:#?}");
+    assert_eq!(
+        str_of(&addresses[0], "hubspot_address_key"),
+        "co-legacy:Billing",
+        "adopted"
+    );
+
+    let mut new = deal("newco");
+    new.contacts[0] = old.contacts[0].clone();
+    let outcomes = apply_sync_deal(&site, &new).await.expect("synced");
+    let shared_contact = w.docs_where("Contact", "hubspot_contact_id", "ct-legacy-1");
+    assert_eq!(shared_contact.len(), 1);
+    let links: Vec<&str> = shared_contact[0]["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| str_of(l, "link_name"))
+        .collect();
+    assert_eq!(links, vec!["Globex legacy", "Globex newco"]);
+    assert_eq!(w.docs("Contact").len(), 5, "3 + 2 new");
+    assert_eq!(
+        w.docs_where("Address", "hubspot_address_key", "co-newco:Billing")
+            .len(),
+        1
+    );
+    assert!(
+        outcomes.iter().any(|o| matches!(
+            o,
+            ErpOutcome::ContactUpserted { hubspot_contact_id, created: false, .. }
+                if hubspot_contact_id == "ct-legacy-1"
+        )),
+        "{outcomes:?}"
+    );
+    assert_eq!(w.docs("Sales Order").len(), 2);
     w.cleanup().await;
 }

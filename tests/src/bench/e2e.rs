@@ -6,7 +6,7 @@
 //! calls each deal costs. HubSpot's budget is raised for this section (the pipeline is measured, not
 //! the account tier); the Free-tier bound follows from the calls per deal and is reported beside it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::sim::faults::FaultConfig;
@@ -53,6 +53,36 @@ pub struct Convergence {
     pub hubspot_calls: u64,
     pub hubspot_429: u64,
     pub erpnext_calls: u64,
+    /// ERPNext calls by the doctype they were for (see [`erpnext_by_doctype`]).
+    pub erpnext_by_doctype: BTreeMap<String, u64>,
+}
+
+/// The simulator's call counters (`POST /api/resource/Contact`, `PUT /api/resource/Sales
+/// Order/{name}`, `POST /api/method/frappe.client.insert_many`) by doctype: `Contact`, `Sales
+/// Order`, `Address+Contact` (the batch insert of a deal's Address and Contacts), `Sales Taxes
+/// and Charges Template` (the tax rows method).
+pub fn erpnext_by_doctype(calls: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (endpoint, n) in calls {
+        let path = endpoint
+            .split_once(' ')
+            .map_or(endpoint.as_str(), |(_, p)| p);
+        let doctype = if let Some(rest) = path.strip_prefix("/api/resource/") {
+            rest.split('/').next().unwrap_or(rest).to_string()
+        } else if let Some(method) = path.strip_prefix("/api/method/") {
+            match method.rsplit('.').next().unwrap_or(method) {
+                "insert_many" => "Address+Contact".to_string(),
+                "get_taxes_and_charges" => "Sales Taxes and Charges Template".to_string(),
+                "make_sales_invoice" => "Sales Invoice".to_string(),
+                "get_payment_entry" => "Payment Entry".to_string(),
+                other => format!("method {other}"),
+            }
+        } else {
+            path.to_string()
+        };
+        *out.entry(doctype).or_default() += n;
+    }
+    out
 }
 
 impl Convergence {
@@ -116,13 +146,15 @@ pub async fn win_and_converge(
     let elapsed = started.elapsed();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let hs = stack.hubspot.calls();
+    let erp = stack.erpnext.calls();
     Ok(Convergence {
         deals: deals.len(),
         elapsed,
         latencies_ms: latencies,
         hubspot_calls: hs.total,
         hubspot_429: hs.too_many_requests,
-        erpnext_calls: stack.erpnext.calls().values().sum(),
+        erpnext_calls: erp.values().sum(),
+        erpnext_by_doctype: erpnext_by_doctype(&erp),
     })
 }
 
@@ -208,7 +240,15 @@ impl E2eBench {
                 &format!("ERPNext calls per deal ({at})"),
                 c.erpnext_calls as f64 / n,
                 "calls",
-                format!("{} calls", c.erpnext_calls),
+                format!(
+                    "{} calls; per deal by doctype: {}",
+                    c.erpnext_calls,
+                    c.erpnext_by_doctype
+                        .iter()
+                        .map(|(d, calls)| format!("{d} {:.2}", *calls as f64 / n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ),
             Row::new(
                 "e2e",
@@ -218,5 +258,38 @@ impl E2eBench {
                 "95 usable req/10 s (100/10 s tier) ÷ HubSpot calls per deal",
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulator_endpoints_group_by_doctype() {
+        let calls: BTreeMap<String, u64> = [
+            ("GET /api/resource/Customer", 3),
+            ("POST /api/resource/Customer", 2),
+            ("PUT /api/resource/Sales Order/{name}", 1),
+            ("POST /api/resource/Sales Order", 2),
+            ("POST /api/method/frappe.client.insert_many", 2),
+            (
+                "POST /api/method/erpnext.controllers.accounts_controller.get_taxes_and_charges",
+                1,
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let by: Vec<(String, u64)> = erpnext_by_doctype(&calls).into_iter().collect();
+        assert_eq!(
+            by,
+            vec![
+                ("Address+Contact".to_string(), 2),
+                ("Customer".to_string(), 5),
+                ("Sales Order".to_string(), 3),
+                ("Sales Taxes and Charges Template".to_string(), 1),
+            ]
+        );
     }
 }

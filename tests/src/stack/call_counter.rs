@@ -43,14 +43,55 @@ impl ErpCalls {
                 .collect(),
         )
     }
+
+    /// Calls per doctype they were made for: `Customer`, `Sales Order`, `Address+Contact` (one
+    /// batch insert of both), `Sales Taxes and Charges Template` (the tax rows method).
+    pub fn by_doctype(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for (op, n) in &self.0 {
+            *out.entry(doctype_of(op)).or_default() += n;
+        }
+        out
+    }
+}
+
+/// The doctype an operation key is about (see [`operation`]).
+fn doctype_of(op: &str) -> String {
+    let rest = op.split_once(' ').map_or(op, |(_, r)| r);
+    if let Some(method) = rest.strip_prefix("method ") {
+        return match method.split_once(" [") {
+            // `frappe.client.insert_many [Address, Contact×2]`
+            Some((_, docs)) => docs
+                .trim_end_matches(']')
+                .split(", ")
+                .map(|d| d.split('×').next().unwrap_or(d))
+                .collect::<Vec<_>>()
+                .join("+"),
+            None => match method.rsplit('.').next().unwrap_or(method) {
+                "get_taxes_and_charges" => "Sales Taxes and Charges Template".into(),
+                "make_sales_invoice" => "Sales Invoice".into(),
+                "get_payment_entry" => "Payment Entry".into(),
+                other => format!("method {other}"),
+            },
+        };
+    }
+    rest.split(" (").next().unwrap_or(rest).to_string()
 }
 
 impl std::fmt::Display for ErpCalls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} calls", self.total())?;
+        let by_doctype: Vec<String> = self
+            .by_doctype()
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        if !by_doctype.is_empty() {
+            write!(f, "; by doctype: {}", by_doctype.join(", "))?;
+        }
         let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         if !parts.is_empty() {
-            write!(f, " ({})", parts.join(", "))?;
+            write!(f, "; by call: {}", parts.join(", "))?;
         }
         Ok(())
     }
@@ -149,8 +190,44 @@ impl Drop for ErpCallCounter {
     }
 }
 
-/// `GET Sales Order (list)`, `PUT Sales Order (update)`, `POST method frappe.client.get_password`.
-fn operation(method: &str, path: &str) -> String {
+/// `GET Sales Order (list)`, `PUT Sales Order (update)`, `POST method frappe.client.get_password`;
+/// a batch insert names what it inserts: `POST method frappe.client.insert_many [Address,
+/// Contact×2]`.
+fn operation(method: &str, path: &str, body: &[u8]) -> String {
+    let op = plain_operation(method, path);
+    if !op.ends_with("frappe.client.insert_many") {
+        return op;
+    }
+    let docs: Vec<String> = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|b| {
+            let docs = match &b["docs"] {
+                serde_json::Value::String(s) => serde_json::from_str(s).ok()?,
+                other => other.clone(),
+            };
+            docs.as_array().map(|d| {
+                d.iter()
+                    .map(|doc| doc["doctype"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let mut counted: Vec<(String, usize)> = Vec::new();
+    for d in docs {
+        match counted.iter_mut().find(|(n, _)| *n == d) {
+            Some((_, c)) => *c += 1,
+            None => counted.push((d, 1)),
+        }
+    }
+    counted.sort();
+    let parts: Vec<String> = counted
+        .into_iter()
+        .map(|(d, c)| if c == 1 { d } else { format!("{d}×{c}") })
+        .collect();
+    format!("{op} [{}]", parts.join(", "))
+}
+
+fn plain_operation(method: &str, path: &str) -> String {
     let decode = |s: &str| {
         url::form_urlencoded::parse(format!("x={s}").as_bytes())
             .next()
@@ -183,18 +260,18 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
         .path_and_query()
         .map(|pq| pq.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    let body = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("proxy: {e}")).into_response(),
+    };
     *state
         .counts
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .entry(operation(parts.method.as_str(), parts.uri.path()))
+        .entry(operation(parts.method.as_str(), parts.uri.path(), &body))
         .or_default() += 1;
     let Ok(url) = state.upstream.join(&path_and_query) else {
         return (StatusCode::BAD_GATEWAY, "proxy: bad path").into_response();
-    };
-    let body = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("proxy: {e}")).into_response(),
     };
     let skip = |name: &HeaderName| {
         name == header::HOST || name == header::CONTENT_LENGTH || name == header::CONNECTION
@@ -240,16 +317,46 @@ mod tests {
     #[test]
     fn operations_name_the_doctype_and_what_was_done() {
         assert_eq!(
-            operation("GET", "/api/resource/Sales%20Order"),
+            operation("GET", "/api/resource/Sales%20Order", b""),
             "GET Sales Order (list)"
         );
         assert_eq!(
-            operation("PUT", "/api/resource/Sales%20Order/SAL-ORD-2026-00001"),
+            operation("PUT", "/api/resource/Sales%20Order/SAL-ORD-2026-00001", b""),
             "PUT Sales Order (update)"
         );
         assert_eq!(
-            operation("POST", "/api/method/frappe.client.get_password"),
+            operation("POST", "/api/method/frappe.client.get_password", b"{}"),
             "POST method frappe.client.get_password"
+        );
+        let batch = br#"{"docs": [{"doctype": "Contact"}, {"doctype": "Address"}, {"doctype": "Contact"}]}"#;
+        let op = operation("POST", "/api/method/frappe.client.insert_many", batch);
+        assert_eq!(
+            op,
+            "POST method frappe.client.insert_many [Address, Contact×2]"
+        );
+        let calls = ErpCalls(
+            [
+                (op, 1),
+                ("GET Contact (list)".to_string(), 1),
+                ("POST Customer (insert)".to_string(), 1),
+                ("GET Customer (list)".to_string(), 1),
+                (
+                    "POST method erpnext.controllers.accounts_controller.get_taxes_and_charges"
+                        .to_string(),
+                    1,
+                ),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            calls.by_doctype(),
+            [
+                ("Address+Contact".to_string(), 1),
+                ("Contact".to_string(), 1),
+                ("Customer".to_string(), 2),
+                ("Sales Taxes and Charges Template".to_string(), 1),
+            ]
+            .into()
         );
     }
 

@@ -498,6 +498,20 @@ fn validate_selling(
             "currency",
             str_of(&c, "default_currency").unwrap_or_else(|| company_currency.clone()),
         );
+        // `set_contact_details`: the contact person's name, email and numbers (the customer's
+        // default contact when none is given is not simulated).
+        if let Some(contact) =
+            str_of(doc, "contact_person").and_then(|c| site.get("Contact", &c).cloned())
+        {
+            for (field, from) in [
+                ("contact_display", "full_name"),
+                ("contact_email", "email_id"),
+                ("contact_mobile", "mobile_no"),
+                ("contact_phone", "phone"),
+            ] {
+                set(doc, field, s(&contact, from));
+            }
+        }
         match str_of(doc, "customer_address").and_then(|a| site.get("Address", &a).cloned()) {
             Some(a) => set_if_empty(doc, "address_display", address_display(&a)),
             None => {
@@ -626,6 +640,13 @@ fn validate_selling(
         site, &mut rows, &items, net_total, conversion,
     ));
     let has_taxes = !rows.is_empty();
+    if has_taxes {
+        set(
+            doc,
+            "other_charges_calculation",
+            taxes::breakup_html(&items, &rows, &currency),
+        );
+    }
     put_rows(doc, "items", items);
     put_rows(doc, "taxes", rows);
     let taxes_total = if has_taxes {
@@ -1003,6 +1024,23 @@ fn validate_custom_field(site: &mut Site, doc: &mut Doc) -> Result<(), FrappeErr
             "A field with the name <strong>{fieldname}</strong> already exists in {dt}"
         )));
     }
+    // `validate_fields_for_doctype` → `check_unique_and_text`: an existing column that holds
+    // one value twice (blanks aside) cannot be made unique
+    // (`live-findings/custom_field_unique_refused_with_duplicate_values.json`).
+    if !is_new && truthy(doc.get("unique")) {
+        let mut seen = std::collections::HashSet::new();
+        let twice = site
+            .all(&dt)
+            .filter_map(|d| str_of(d, &fieldname))
+            .any(|v| !seen.insert(v.to_lowercase()));
+        if twice {
+            return Err(FrappeError::validation(format!(
+                "{dt}: Field '{}' cannot be set as Unique as it has non-unique values",
+                s(doc, "label")
+            ))
+            .raised_as("frappe.core.doctype.doctype.doctype.NonUniqueError"));
+        }
+    }
     Ok(())
 }
 
@@ -1251,6 +1289,14 @@ pub fn on_cancel(site: &mut Site, txn: &mut Txn, doctype: &str, doc: &Doc) {
 
 /// Keep the registry in step with Custom Field documents.
 pub fn after_insert(site: &mut Site, doctype: &str, doc: &Doc) {
+    if doctype == "Custom Field" {
+        site.reg.apply_custom_field(doc);
+    }
+}
+
+/// `on_update` of a saved document: a Custom Field changed in place (made unique, relabelled)
+/// changes its doctype's field.
+pub fn on_update(site: &mut Site, doctype: &str, doc: &Doc) {
     if doctype == "Custom Field" {
         site.reg.apply_custom_field(doc);
     }

@@ -72,6 +72,89 @@ pub struct Shared {
     site: Mutex<Site>,
     faults: Faults,
     dispatcher: Arc<Dispatcher>,
+    late: LateCommits,
+}
+
+/// Late commits: inserts held back until the test releases them, then applied whether or not
+/// the client still waits — a request that outlives the client's timeout and commits on the
+/// server later (gunicorn keeps working after the client has gone). Unlike the `Hang` fault,
+/// which applies first and answers late, the write itself happens late, so a client's retry
+/// can get in first.
+#[derive(Debug)]
+struct LateCommits {
+    state: Mutex<LateState>,
+    /// Bumped by each release; a held request waits for the next bump.
+    release: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct LateState {
+    /// Doctype → how many more requests inserting it to hold.
+    armed: BTreeMap<String, u32>,
+    /// Requests held now.
+    waiting: usize,
+    /// The HTTP status each released request was answered with, in the order they finished.
+    finished: Vec<u16>,
+}
+
+impl LateCommits {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(LateState::default()),
+            release: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, LateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request inserting `doctypes` is held (counted against what is armed): the
+    /// receiver to wait on for its release, subscribed before the hold is counted, so a release
+    /// right after is not missed.
+    fn hold(&self, doctypes: &[&str]) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let release = self.release.subscribe();
+        let mut st = self.state();
+        let dt = doctypes
+            .iter()
+            .find(|dt| st.armed.get(**dt).is_some_and(|n| *n > 0))?;
+        if let Some(n) = st.armed.get_mut(*dt) {
+            *n -= 1;
+        }
+        st.waiting += 1;
+        Some(release)
+    }
+}
+
+impl Shared {
+    /// Run `work` as a late commit (see [`LateCommits`]): in its own task, so it completes
+    /// even when the client has hung up and its request future is dropped.
+    async fn late_write(
+        self: &Arc<Self>,
+        mut release: tokio::sync::watch::Receiver<u64>,
+        work: impl FnOnce(&Shared) -> Result<axum::response::Response, FrappeError> + Send + 'static,
+    ) -> Result<axum::response::Response, FrappeError> {
+        let shared = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            // Any bump after the hold releases it; a closed channel (simulator gone) too.
+            let _ = release.changed().await;
+            let result = work(&shared);
+            let status = match &result {
+                Ok(r) => r.status().as_u16(),
+                Err(e) => e.status().as_u16(),
+            };
+            let mut st = shared.late.state();
+            st.waiting = st.waiting.saturating_sub(1);
+            st.finished.push(status);
+            result
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(FrappeError::Type {
+                message: format!("late commit task failed: {e}"),
+            }),
+        }
+    }
 }
 
 impl Shared {
@@ -80,8 +163,9 @@ impl Shared {
         self.site.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Run one request's worth of work as a transaction and, if it succeeded, dispatch the
-    /// webhooks its document events trigger (against the state it committed).
+    /// Run one request's worth of work as a transaction: if it failed, undo what it wrote;
+    /// if it succeeded, dispatch the webhooks its document events trigger (against the state
+    /// it committed).
     fn write<T>(
         &self,
         f: impl FnOnce(&mut Site, &mut Txn) -> Result<T, FrappeError>,
@@ -89,10 +173,17 @@ impl Shared {
         let mut site = self.site();
         let mut txn = Txn::default();
         site.begin_request();
-        let result = f(&mut site, &mut txn)?;
-        site.commit_pending();
-        self.dispatcher.dispatch(&site, txn.events);
-        Ok(result)
+        match f(&mut site, &mut txn) {
+            Ok(result) => {
+                site.commit_pending();
+                self.dispatcher.dispatch(&site, txn.events);
+                Ok(result)
+            }
+            Err(e) => {
+                site.rollback();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -119,6 +210,7 @@ impl ErpNextSim {
             site: Mutex::new(site),
             faults,
             dispatcher,
+            late: LateCommits::new(),
         });
         let app = routes::router(Arc::clone(&shared))
             .merge(admin::router())
@@ -213,6 +305,35 @@ impl ErpNextSimHandle {
         self.shared.faults.set(config);
     }
 
+    /// Hold the next `count` requests that insert a `doctype` (`POST /api/resource/<doctype>`,
+    /// or a `frappe.client.insert_many` with one among its documents) until
+    /// [`ErpNextSimHandle::release_late_commits`]; then they are applied, however long ago their
+    /// client gave up (a late commit, see [`LateCommits`]).
+    pub fn hold_inserts(&self, doctype: &str, count: u32) {
+        *self
+            .shared
+            .late
+            .state()
+            .armed
+            .entry(doctype.to_string())
+            .or_default() += count;
+    }
+
+    /// Requests held by [`ErpNextSimHandle::hold_inserts`] right now.
+    pub fn held_inserts(&self) -> usize {
+        self.shared.late.state().waiting
+    }
+
+    /// Let every held request go on and commit (or fail, as the site now is).
+    pub fn release_late_commits(&self) {
+        self.shared.late.release.send_modify(|g| *g += 1);
+    }
+
+    /// The HTTP status each released request was answered with, in the order they finished.
+    pub fn late_commits(&self) -> Vec<u16> {
+        self.shared.late.state().finished.clone()
+    }
+
     /// Frappe's "Update Series Counter" (Document Naming Settings): the next document of the
     /// series prefix (`SAL-ORD-2026-`) is numbered `current + 1`. Replays of captures use it to
     /// get the captured names.
@@ -259,8 +380,10 @@ impl ErpNextSimHandle {
         self.shared.reset();
     }
 
-    /// Stop serving, abort pending webhook deliveries and wait for the server task.
+    /// Stop serving, abort pending webhook deliveries and wait for the server task (held
+    /// inserts are released first: the server waits for the requests in flight).
     pub async fn shutdown(mut self) {
+        self.release_late_commits();
         self.cancel.cancel();
         self.shared.dispatcher.drain().await;
         if let Some(server) = self.server.take() {

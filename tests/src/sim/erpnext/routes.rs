@@ -318,10 +318,72 @@ async fn create(
         Some(Value::Object(m)) => m,
         _ => args,
     };
-    shared.write(|site, txn| {
-        let out = documents::insert(site, txn, &doctype, &data)?;
-        Ok(doc_response(site, "data", &out, Nulls::Drop, true))
-    })
+    let held = shared.late.hold(&[doctype.as_str()]);
+    let insert = move |shared: &Shared| {
+        shared.write(|site, txn| {
+            let out = documents::insert(site, txn, &doctype, &data)?;
+            Ok(doc_response(site, "data", &out, Nulls::Drop, true))
+        })
+    };
+    match held {
+        Some(release) => shared.late_write(release, insert).await,
+        None => insert(&shared),
+    }
+}
+
+/// `frappe.client.insert_many(docs)`: each document inserted as `frappe.get_doc(doc).insert()`
+/// would, all in the request's one transaction (a failure rolls every one back); the answer is
+/// the names in the order of the documents (`live-findings/insert_many_address_and_contacts.json`,
+/// `insert_many_unique_conflict_rolls_back.json`).
+async fn insert_many(
+    shared: Arc<Shared>,
+    headers: &HeaderMap,
+    args: &Map<String, Value>,
+) -> Result<Response, FrappeError> {
+    let docs: Vec<Map<String, Value>> = match json_arg(args, "docs") {
+        Some(Value::Array(docs)) => docs
+            .into_iter()
+            .filter_map(|d| match d {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
+            .collect(),
+        // `len(docs)` of the default `None`.
+        _ => {
+            return Err(FrappeError::Type {
+                message: "object of type 'NoneType' has no len()".into(),
+            });
+        }
+    };
+    if docs.len() > 200 {
+        return Err(FrappeError::validation(
+            "Only 200 inserts allowed in one request",
+        ));
+    }
+    let doctypes: Vec<String> = docs
+        .iter()
+        .map(|d| str_of(d, "doctype").unwrap_or_default())
+        .collect();
+    for doctype in &doctypes {
+        permit(&shared, headers, doctype)?;
+    }
+    let held = shared
+        .late
+        .hold(&doctypes.iter().map(String::as_str).collect::<Vec<_>>());
+    let insert = move |shared: &Shared| {
+        shared.write(|site, txn| {
+            let mut names = Vec::with_capacity(docs.len());
+            for (doctype, doc) in doctypes.iter().zip(&docs) {
+                let out = documents::insert(site, txn, doctype, doc)?;
+                names.push(out.doc.get("name").cloned().unwrap_or(Value::Null));
+            }
+            Ok(json_response(StatusCode::OK, &json!({ "message": names })))
+        })
+    };
+    match held {
+        Some(release) => shared.late_write(release, insert).await,
+        None => insert(&shared),
+    }
 }
 
 async fn update(
@@ -392,6 +454,7 @@ async fn method(
                 Ok(doc_response(site, "message", &out, Nulls::Keep, true))
             })
         }
+        "frappe.client.insert_many" => insert_many(Arc::clone(&shared), &headers, &args).await,
         "frappe.client.cancel" => {
             let (doctype, name) = (arg(&args, "doctype")?, arg(&args, "name")?);
             permit(&shared, &headers, &doctype)?;

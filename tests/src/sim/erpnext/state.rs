@@ -102,6 +102,26 @@ pub struct Site {
     /// Documents a controller created on the side (an Item Price ERPNext adds while pricing an
     /// order), stored only if the request's write succeeds, like Frappe's transaction.
     pub pending: Vec<(String, Doc)>,
+    /// What the current request changed, to undo if it fails: Frappe runs a request in one
+    /// database transaction, so a request that fails after a first write (the second document
+    /// of a `frappe.client.insert_many`) leaves nothing behind
+    /// (`live-findings/insert_many_unique_conflict_rolls_back.json`). `None` outside a request.
+    /// The doctype registry (Custom Fields) is not journaled.
+    journal: Option<Vec<Undo>>,
+}
+
+/// One change of a request, as it was before.
+#[derive(Debug)]
+enum Undo {
+    Doc {
+        doctype: String,
+        name: String,
+        before: Option<Doc>,
+    },
+    Series {
+        prefix: String,
+        before: Option<u64>,
+    },
 }
 
 impl Site {
@@ -116,6 +136,7 @@ impl Site {
             rng,
             message_log: Vec::new(),
             pending: Vec::new(),
+            journal: None,
             config,
         };
         site.seed_masters();
@@ -130,16 +151,66 @@ impl Site {
         self.seed_masters();
     }
 
-    /// Start a request: an empty message log, no side documents.
+    /// Start a request: an empty message log, no side documents, an empty journal.
     pub fn begin_request(&mut self) {
         self.message_log.clear();
         self.pending.clear();
+        self.journal = Some(Vec::new());
     }
 
-    /// The request succeeded: store the side documents it created.
+    /// The request succeeded: store the side documents it created; its changes stay.
     pub fn commit_pending(&mut self) {
         for (doctype, doc) in std::mem::take(&mut self.pending) {
             self.put(&doctype, doc);
+        }
+        self.journal = None;
+    }
+
+    /// The request failed: undo every document and series change it made, newest first.
+    pub fn rollback(&mut self) {
+        self.pending.clear();
+        let Some(journal) = self.journal.take() else {
+            return;
+        };
+        for undo in journal.into_iter().rev() {
+            match undo {
+                Undo::Doc {
+                    doctype,
+                    name,
+                    before,
+                } => {
+                    let table = self.docs.entry(doctype).or_default();
+                    match before {
+                        Some(doc) => {
+                            table.insert(name, doc);
+                        }
+                        None => {
+                            table.remove(&name);
+                        }
+                    }
+                }
+                Undo::Series { prefix, before } => match before {
+                    Some(n) => {
+                        self.series.insert(prefix, n);
+                    }
+                    None => {
+                        self.series.remove(&prefix);
+                    }
+                },
+            }
+        }
+    }
+
+    fn record_doc(&mut self, doctype: &str, name: &str) {
+        if self.journal.is_some() {
+            let before = self.docs.get(doctype).and_then(|t| t.get(name)).cloned();
+            if let Some(journal) = &mut self.journal {
+                journal.push(Undo::Doc {
+                    doctype: doctype.to_string(),
+                    name: name.to_string(),
+                    before,
+                });
+            }
         }
     }
 
@@ -195,6 +266,12 @@ impl Site {
     /// Consume the series number `peek_series` returned for `name`.
     pub fn commit_series(&mut self, name: &str, n: u64) {
         if let Some(prefix) = name.get(..name.len().saturating_sub(5)) {
+            if let Some(journal) = &mut self.journal {
+                journal.push(Undo::Series {
+                    prefix: prefix.to_string(),
+                    before: self.series.get(prefix).copied(),
+                });
+            }
             let slot = self.series.entry(prefix.to_string()).or_default();
             *slot = (*slot).max(n);
         }
@@ -235,6 +312,7 @@ impl Site {
         let Some(name) = doc.get("name").and_then(Value::as_str).map(str::to_string) else {
             return;
         };
+        self.record_doc(doctype, &name);
         self.docs
             .entry(doctype.to_string())
             .or_default()
@@ -243,6 +321,7 @@ impl Site {
 
     pub fn remove(&mut self, doctype: &str, name: &str) -> Option<Doc> {
         let canonical = self.canonical_name(doctype, name)?;
+        self.record_doc(doctype, &canonical);
         self.docs.get_mut(doctype)?.remove(&canonical)
     }
 
@@ -498,6 +577,8 @@ impl Site {
             );
         }
         let deal_id_unique = i32::from(c.custom_fields == CustomFields::Captured);
+        // Unique since setup makes it so; not on the site the contracts were captured from.
+        let contact_key_unique = i32::from(c.custom_fields == CustomFields::AsSetUp);
         let fields: &[(&str, &str, &str, i32, i32, &str)] = match c.custom_fields {
             CustomFields::None => &[],
             _ => &[
@@ -513,9 +594,17 @@ impl Site {
                     "Contact",
                     "hubspot_contact_id",
                     "HubSpot Contact ID",
-                    0,
-                    0,
+                    contact_key_unique,
+                    contact_key_unique,
                     "last_name",
+                ),
+                (
+                    "Address",
+                    "hubspot_address_key",
+                    "HubSpot Address Key",
+                    1,
+                    1,
+                    "address_type",
                 ),
                 (
                     "Sales Order",
@@ -537,7 +626,9 @@ impl Site {
         };
         {
             for &(dt, fieldname, label, unique, no_copy, after) in fields {
-                if c.custom_fields == CustomFields::Captured && fieldname == "hubspot_deal_key" {
+                if c.custom_fields == CustomFields::Captured
+                    && ["hubspot_deal_key", "hubspot_address_key"].contains(&fieldname)
+                {
                     continue;
                 }
                 let name = format!("{dt}-{fieldname}");

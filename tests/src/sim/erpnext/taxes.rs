@@ -147,3 +147,109 @@ pub fn compute(
     }
     running
 }
+
+/// `other_charges_calculation`: ERPNext's item-wise tax break-up table
+/// (`get_itemised_tax_breakup_html`, template `item_tax_breakup.html`), rendered with the
+/// template's whitespace: one row per item code with its taxable amount, one cell per tax with
+/// its rate and amount (`live-findings/sales_order_insert_submitted_with_status.json`).
+pub fn breakup_html(
+    items: &[Map<String, Value>],
+    taxes: &[Map<String, Value>],
+    currency: &str,
+) -> String {
+    let tab = |n: usize| "\t".repeat(n);
+    let mut out = String::from(
+        "<div class=\"tax-break-up\" style=\"overflow-x: auto;\">\n\t<table class=\"table table-bordered table-hover\">\n\t\t<thead>\n\t\t\t<tr>\n",
+    );
+    let headings: Vec<String> = ["Item".to_string(), "Taxable Amount".to_string()]
+        .into_iter()
+        .chain(taxes.iter().map(|t| s(t, "description")))
+        .collect();
+    for (i, h) in headings.iter().enumerate() {
+        let class = if i == 0 { "text-left" } else { "text-right" };
+        out.push_str(&format!(
+            "{}\n{}\n{}<th class=\"{class}\">{h}</th>\n{}\n",
+            tab(4),
+            tab(5),
+            tab(6),
+            tab(5)
+        ));
+    }
+    out.push_str(&format!(
+        "{}\n{}</tr>\n\t\t</thead>\n\t\t<tbody>\n",
+        tab(4),
+        tab(3)
+    ));
+    // Taxable amount per item code, in the order the codes first appear.
+    let mut codes: Vec<(String, f64)> = Vec::new();
+    for item in items {
+        let code = s(item, "item_code");
+        match codes.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, amount)) => *amount += fl(item, "net_amount"),
+            None => codes.push((code, fl(item, "net_amount"))),
+        }
+    }
+    for (code, taxable) in &codes {
+        out.push_str(&format!(
+            "{}\n{}<tr>\n{}<td>{code}</td>\n{}<td class=\"text-right\">\n{}\n{}{}\n{}\n{}</td>\n",
+            tab(3),
+            tab(4),
+            tab(5),
+            tab(5),
+            tab(6),
+            tab(7),
+            money(*taxable, currency),
+            tab(6),
+            tab(5)
+        ));
+        for tax in taxes {
+            let rate = fl(tax, "rate");
+            let amount = if s(tax, "charge_type") == "Actual" {
+                0.0
+            } else {
+                round2(rate / 100.0 * taxable)
+            };
+            out.push_str(&format!(
+                "{}\n{}\n{}\n{}<td class=\"text-right\">\n{}\n{}({}%)\n{}\n{}\n{}{}\n{}\n{}</td>\n{}\n",
+                tab(5),
+                tab(6),
+                tab(6),
+                tab(7),
+                tab(8),
+                tab(9),
+                float_repr(rate),
+                tab(8),
+                tab(8),
+                tab(9),
+                money(amount, currency),
+                tab(8),
+                tab(7),
+                tab(6)
+            ));
+        }
+        out.push_str(&format!("{}\n{}</tr>\n", tab(5), tab(4)));
+    }
+    out.push_str(&format!("{}\n\t\t</tbody>\n\t</table>\n</div>", tab(3)));
+    out
+}
+
+/// `fmt_money` with the currency's symbol: `$ 1,250.00`.
+fn money(value: f64, currency: &str) -> String {
+    let symbol = match currency {
+        "USD" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        other => other,
+    };
+    let cents = (value.abs() * 100.0).round() as u64;
+    let whole = (cents / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if value < 0.0 { "-" } else { "" };
+    format!("{symbol} {sign}{grouped}.{:02}", cents % 100)
+}

@@ -139,6 +139,23 @@ fn check_links(
     }
 }
 
+/// An empty unique field is stored as NULL (`BaseDocument.get_valid_dict`), which the unique
+/// index lets any number of documents share (a Contact without a HubSpot ID).
+pub fn null_empty_unique(site: &Site, doctype: &str, doc: &mut Doc) {
+    let Some(meta) = site.reg.get(doctype) else {
+        return;
+    };
+    for f in meta.fields.iter().filter(|f| f.unique) {
+        if doc
+            .get(&f.fieldname)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            doc.insert(f.fieldname.clone(), Value::Null);
+        }
+    }
+}
+
 /// A unique field already holding this value in another document → `UniqueValidationError`.
 /// MariaDB's unique index is case-insensitive, so is this check.
 pub fn unique(site: &Site, doctype: &str, doc: &Doc) -> Result<(), FrappeError> {
