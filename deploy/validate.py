@@ -30,6 +30,9 @@ PROBLEMS: list[str] = []
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 # The workers KEDA scales; each consumes `<amqp.namespace>.<worker>` (shared::names::WorkQueue).
 WORK_QUEUES = ("mapper", "erp-writer", "crm-writer")
+# The queues each worker consumes, without namespace (shared::names::WorkQueue::base_name): the
+# mapper has a second queue for erp-writer's outcomes.
+QUEUES_OF = {"mapper": ("mapper", "mapper.outcomes"), "erp-writer": ("erp-writer",), "crm-writer": ("crm-writer",)}
 
 
 def problem(where: str, what: str) -> None:
@@ -400,7 +403,7 @@ def config_namespace(configmaps: dict) -> str:
 
 def check_keda(name: str, by_kind: dict, deployments: dict, secrets: dict) -> None:
     namespace = config_namespace(by_kind.get("ConfigMap", {}))
-    queues = {worker: f"{namespace}.{worker}" for worker in WORK_QUEUES}
+    queues = {worker: [f"{namespace}.{q}" for q in QUEUES_OF[worker]] for worker in WORK_QUEUES}
     auths = by_kind.get("TriggerAuthentication", {})
     for aname, a in auths.items():
         ref = f"{name}: TriggerAuthentication/{aname}"
@@ -443,8 +446,8 @@ def check_keda(name: str, by_kind: dict, deployments: dict, secrets: dict) -> No
             if t.get("type") != "rabbitmq":
                 problem(ref, f"trigger type {t.get('type')}, expected rabbitmq")
                 continue
-            if md.get("queueName") != queues.get(target):
-                problem(ref, f"queueName {md.get('queueName')} is not {target}'s queue {queues.get(target)} "
+            if md.get("queueName") not in queues.get(target, []):
+                problem(ref, f"queueName {md.get('queueName')} is not one of {target}'s queues {queues.get(target)} "
                              f"(amqp.namespace {namespace!r} in the ConfigMap)")
             if md.get("mode") not in {"QueueLength", "MessageRate"}:
                 problem(ref, f"mode {md.get('mode')}: QueueLength or MessageRate")

@@ -39,7 +39,7 @@ pub mod watermark;
 use anyhow::Context as _;
 use shared::broker::Broker;
 use shared::budget::RateBudget;
-use shared::config::Settings;
+use shared::config::{Settings, WorkerConfig};
 use shared::dedup::Dedup;
 use shared::erpnext::ErpNextClient;
 use shared::hubspot::HubSpotClient;
@@ -153,7 +153,8 @@ fn replica_name() -> String {
         .unwrap_or_else(|| format!("mapper-{}", std::process::id()))
 }
 
-/// Consume the `mapper` queue until `shutdown`, then drain in-flight messages and return.
+/// Consume the `mapper` and `mapper.outcomes` queues ([`run_workers`]) until `shutdown`, then
+/// drain in-flight messages and return.
 /// With `reconcile.interval` set (and ERPNext credentials) the periodic sweep runs beside it.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let services = services(&settings)?;
@@ -210,9 +211,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         settings.redis.seen_ttl,
         emit::Emitter::new(broker.clone()),
     );
-    let result = Worker::new(broker, WorkQueue::Mapper, settings.worker.clone(), handler)
-        .run(shutdown)
-        .await;
+    let result = run_workers(broker, &settings.worker, handler, shutdown).await;
     if let Some(task) = sweeper
         && let Err(e) = task.await
     {
@@ -220,6 +219,47 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     broker_stop.cancel();
     result.context("mapper worker")
+}
+
+/// The outcome worker's share of `worker`: a quarter of the concurrency and prefetch, at least
+/// one each. Outcomes are cheap to handle (a Redis marker and one command, no HubSpot or
+/// ERPNext read), so a small share keeps up with erp-writer while the raw-event worker keeps
+/// nearly all of the configured capacity.
+pub fn outcome_worker_config(worker: &WorkerConfig) -> WorkerConfig {
+    WorkerConfig {
+        concurrency: (worker.concurrency / 4).max(1),
+        prefetch: (worker.prefetch / 4).max(1),
+        ..worker.clone()
+    }
+}
+
+/// The mapper's two workers, one handler: raw events from the `mapper` queue with `worker`,
+/// erp-writer's outcomes from `mapper.outcomes` with [`outcome_worker_config`], so a backlog of
+/// raw events never delays a write-back (issue 15, item 6). Both drain on `shutdown`; if one
+/// fails (it cannot consume its queue) the other is stopped too and the error is returned.
+pub async fn run_workers(
+    broker: Broker,
+    worker: &WorkerConfig,
+    handler: MapperHandler,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let stop = shutdown.child_token();
+    let run = |queue: WorkQueue, cfg: WorkerConfig| {
+        let worker = Worker::new(broker.clone(), queue, cfg, handler.clone());
+        let stop = stop.clone();
+        async move {
+            let result = worker.run(stop.clone()).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result.with_context(|| format!("consuming {}", queue.base_name()))
+        }
+    };
+    let (events, outcomes) = tokio::join!(
+        run(WorkQueue::Mapper, worker.clone()),
+        run(WorkQueue::MapperOutcomes, outcome_worker_config(worker)),
+    );
+    events.and(outcomes)
 }
 
 /// `mapper reconcile [--fix]`: compare, sweep, print; with `fix` enqueue the missing deals and

@@ -516,16 +516,18 @@ pub async fn declare(
                 ]),
             )
             .await?;
-        let (exchange, pattern) = q.binding();
-        channel
-            .queue_bind(
-                work.as_str().into(),
-                names.exchange(exchange).into(),
-                pattern.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (exchange, patterns) = q.bindings();
+        for pattern in patterns {
+            channel
+                .queue_bind(
+                    work.as_str().into(),
+                    names.exchange(exchange).into(),
+                    (*pattern).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         // One queue per tier, each with a queue-wide TTL that dead-letters back to the work queue:
         // no head-of-line blocking as with per-message TTLs in one queue.
         for tier in &spec.retry_tiers {
@@ -544,6 +546,25 @@ pub async fn declare(
                         ("x-dead-letter-strategy", text("at-least-once")),
                         ("x-overflow", text("reject-publish")),
                     ]),
+                )
+                .await?;
+        }
+    }
+    // Migration: remove the bindings an older version made (the mapper's queue bound to `#`)
+    // only now that every queue and its new bindings exist, so no event is unroutable in
+    // between. Unbinding a binding that does not exist succeeds, so this is idempotent. Outcomes
+    // already queued in the mapper's main queue are still handled there (same handler); new ones
+    // go to the outcome queue only, never to both. See docs/design.md, "Outcomes have their own
+    // queue".
+    for q in WorkQueue::ALL {
+        let (exchange, _) = q.bindings();
+        for pattern in q.retired_bindings() {
+            channel
+                .queue_unbind(
+                    names.queue(q).into(),
+                    names.exchange(exchange).into(),
+                    (*pattern).into(),
+                    FieldTable::default(),
                 )
                 .await?;
         }

@@ -22,36 +22,70 @@ pub const HEADER_ROUTING_KEY: &str = "x-l2l-routing-key";
 /// Set on a message republished from a retry tier, so the consumer knows its original routing key.
 pub const HEADER_ORIGINAL_EXCHANGE: &str = "x-l2l-exchange";
 
-/// The three work queues of the pipeline.
+/// The work queues of the pipeline: one per writer, two for the mapper.
+///
+/// The mapper has two because erp-writer's outcomes (`outcome.erp.*`, which become the deal's
+/// Sales Order write-back) must not wait behind a backlog of raw webhook events: a bulk import
+/// or a replay can queue thousands of those, and in one shared FIFO queue every write-back waited
+/// for all of them (issue 15, item 6). Each queue has its own retry tiers and DLQ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkQueue {
+    /// Raw events: HubSpot and ERPNext webhooks.
     Mapper,
+    /// erp-writer's outcomes, consumed by the mapper's second worker.
+    MapperOutcomes,
     ErpWriter,
     CrmWriter,
 }
 
 impl WorkQueue {
-    pub const ALL: [WorkQueue; 3] = [
+    pub const ALL: [WorkQueue; 4] = [
         WorkQueue::Mapper,
+        WorkQueue::MapperOutcomes,
         WorkQueue::ErpWriter,
         WorkQueue::CrmWriter,
     ];
 
-    /// The queue's name without namespace, also the binary's name.
+    /// The queue's name without namespace: the consuming binary's name, plus `.outcomes` for
+    /// the mapper's outcome queue. Also the `queue` label of the runtime's metrics.
     pub fn base_name(self) -> &'static str {
         match self {
             WorkQueue::Mapper => "mapper",
+            WorkQueue::MapperOutcomes => "mapper.outcomes",
             WorkQueue::ErpWriter => "erp-writer",
             WorkQueue::CrmWriter => "crm-writer",
         }
     }
 
-    /// Which exchange feeds this queue, and with which binding pattern.
-    pub fn binding(self) -> (Exchange, &'static str) {
+    /// The binary that consumes this queue.
+    pub fn binary(self) -> &'static str {
         match self {
-            WorkQueue::Mapper => (Exchange::Events, "#"),
-            WorkQueue::ErpWriter => (Exchange::Commands, "erp.#"),
-            WorkQueue::CrmWriter => (Exchange::Commands, "crm.#"),
+            WorkQueue::Mapper | WorkQueue::MapperOutcomes => "mapper",
+            WorkQueue::ErpWriter => "erp-writer",
+            WorkQueue::CrmWriter => "crm-writer",
+        }
+    }
+
+    /// Which exchange feeds this queue, and with which binding patterns. The mapper's two
+    /// queues split the events exchange: raw events (`hubspot.#`, `erpnext.#`) and outcomes
+    /// (`outcome.erp.#`); a routing key neither matches is unroutable (publishes are
+    /// mandatory), so a new event family fails loudly instead of vanishing.
+    pub fn bindings(self) -> (Exchange, &'static [&'static str]) {
+        match self {
+            WorkQueue::Mapper => (Exchange::Events, &["hubspot.#", "erpnext.#"]),
+            WorkQueue::MapperOutcomes => (Exchange::Events, &["outcome.erp.#"]),
+            WorkQueue::ErpWriter => (Exchange::Commands, &["erp.#"]),
+            WorkQueue::CrmWriter => (Exchange::Commands, &["crm.#"]),
+        }
+    }
+
+    /// Bindings an older version declared and this one removes (on the same exchange as
+    /// [`WorkQueue::bindings`]): the mapper's queue was bound to `#`, which would keep
+    /// delivering every outcome to it as well as to [`WorkQueue::MapperOutcomes`].
+    pub fn retired_bindings(self) -> &'static [&'static str] {
+        match self {
+            WorkQueue::Mapper => &["#"],
+            WorkQueue::MapperOutcomes | WorkQueue::ErpWriter | WorkQueue::CrmWriter => &[],
         }
     }
 }
@@ -188,6 +222,15 @@ mod tests {
     fn names_are_namespaced() {
         let n = Names::new("t1");
         assert_eq!(n.queue(WorkQueue::Mapper), "t1.mapper");
+        assert_eq!(n.queue(WorkQueue::MapperOutcomes), "t1.mapper.outcomes");
+        assert_eq!(
+            n.dead_letter_queue(WorkQueue::MapperOutcomes),
+            "t1.mapper.outcomes.dlq"
+        );
+        assert_eq!(
+            n.retry_queue(WorkQueue::MapperOutcomes, Duration::from_secs(5)),
+            "t1.mapper.outcomes.retry.5s"
+        );
         assert_eq!(n.exchange(Exchange::Events), "t1.events");
         assert_eq!(
             n.retry_queue(WorkQueue::ErpWriter, Duration::from_secs(5)),

@@ -3,8 +3,9 @@
 //!
 //! Nothing consumes the writers' queues, so every command the mapper publishes stays there for
 //! the test to take. [`TestEnv::settle`] makes "exactly N commands" checkable without sleeping:
-//! the mapper runs with prefetch 1 and concurrency 1, so once a sentinel event published last
-//! has produced its command, every event published before it has been fully handled.
+//! the mapper runs with prefetch 1 and concurrency 1 (and its outcome worker with 1 and 1), so
+//! once a sentinel published last to each of its queues has produced its command, every event
+//! published before it has been fully handled.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -222,19 +223,68 @@ impl TestEnv {
         self.publish(outcome.routing_key(), &envelope).await;
     }
 
-    /// Publish a sentinel, wait until its command arrives, and return every other command the
-    /// mapper published meanwhile: `(erp-writer queue, crm-writer queue)`.
+    /// Publish HubSpot events as ingest does, pipelined (one confirm round trip per thousand):
+    /// how a test builds a backlog of thousands quickly.
+    pub async fn publish_hubspot_bulk(&self, events: &[HubSpotEvent]) {
+        let correlation_id = Uuid::now_v7().to_string();
+        let exchange = self.broker.names().exchange(Exchange::Events);
+        let messages: Vec<Outgoing> = events
+            .iter()
+            .map(|e| {
+                let (object, name) = e.object_and_event().expect("type");
+                let envelope = Envelope {
+                    id: Uuid::now_v7(),
+                    kind: Kind::HubSpotEvent,
+                    idempotency_key: e.idempotency_key(),
+                    correlation_id: correlation_id.clone(),
+                    occurred_at: Utc::now(),
+                    received_at: Utc::now(),
+                    source: Source::Hubspot,
+                    payload: e,
+                };
+                Outgoing::envelope(
+                    exchange.clone(),
+                    routing::hubspot_event(object, name),
+                    &envelope,
+                    0,
+                )
+                .expect("encode")
+            })
+            .collect();
+        for chunk in messages.chunks(1000) {
+            self.broker
+                .publish_all(chunk)
+                .await
+                .expect("publish confirmed");
+        }
+    }
+
+    /// Publish two sentinels, a raw event (into the mapper's main queue) and an outcome (into its
+    /// outcome queue), wait until both commands arrive, and return every other command the
+    /// mapper published meanwhile: `(erp-writer queue, crm-writer queue)`. Each queue is FIFO
+    /// and handled one at a time, so everything published before the sentinels is handled.
     pub async fn settle(&self) -> (Vec<Taken>, Vec<Taken>) {
         let marker = format!("sentinel-{}", Uuid::now_v7().simple());
         let doc = json!({"name": marker, "hubspot_company_id": marker, "modified": "2026-11-24 12:00:00.000000"});
         self.publish_erpnext("Customer", "after_insert", doc).await;
+        let outcome_marker = format!("sentinel-outcome-{}", Uuid::now_v7().simple());
+        self.publish_outcome(&ErpOutcome::CustomerUpserted {
+            hubspot_company_id: outcome_marker.clone(),
+            customer: outcome_marker.clone(),
+            created: false,
+        })
+        .await;
         let (mut erp, mut crm) = (Vec::new(), Vec::new());
         let deadline = Instant::now() + WAIT;
         loop {
             erp.extend(self.take(WorkQueue::ErpWriter).await);
             crm.extend(self.take(WorkQueue::CrmWriter).await);
-            if let Some(pos) = crm.iter().position(|t| t.crm().object_id == marker) {
-                crm.remove(pos);
+            let seen = |crm: &[Taken], m: &str| crm.iter().any(|t| t.crm().object_id == m);
+            if seen(&crm, &marker) && seen(&crm, &outcome_marker) {
+                crm.retain(|t| {
+                    let id = t.crm().object_id;
+                    id != marker && id != outcome_marker
+                });
                 // Commands published before the sentinel's but after this round's first drain.
                 erp.extend(self.take(WorkQueue::ErpWriter).await);
                 crm.extend(self.take(WorkQueue::CrmWriter).await);
@@ -248,7 +298,7 @@ impl TestEnv {
         }
     }
 
-    async fn take(&self, queue: WorkQueue) -> Vec<Taken> {
+    pub async fn take(&self, queue: WorkQueue) -> Vec<Taken> {
         drain(&self.settings.amqp.url, &self.broker.names().queue(queue))
             .await
             .into_iter()

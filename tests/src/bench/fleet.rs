@@ -205,11 +205,7 @@ impl Fleet {
                     .is_ok_and(|r| r.status().is_success());
                 let mut consumers_ready = true;
                 for q in WorkQueue::ALL {
-                    let want = self
-                        .procs
-                        .iter()
-                        .filter(|p| p.binary == q.base_name())
-                        .count();
+                    let want = self.procs.iter().filter(|p| p.binary == q.binary()).count();
                     // A passive declare of a queue not declared yet closes the channel: use a
                     // fresh one each time.
                     let channel = conn.create_channel().await?;
