@@ -361,9 +361,18 @@ impl Stack {
 
     /// Start ingest, mapper, erp-writer and crm-writer in this process.
     pub fn start_services(&mut self) {
+        self.start_services_except(&[]);
+    }
+
+    /// Start the services but those named in `skip` (e.g. `"erp-writer"`, for a test that runs
+    /// it as a child process it can SIGKILL).
+    pub fn start_services_except(&mut self, skip: &[&str]) {
         let s = self.settings.clone();
         let token = self.shutdown.clone();
-        if let Some(listener) = self.ingest_listener.take() {
+        let run = |name: &str| !skip.contains(&name);
+        if run("ingest")
+            && let Some(listener) = self.ingest_listener.take()
+        {
             let (s, t) = (s.clone(), token.clone());
             self.services.spawn(async move {
                 (
@@ -372,15 +381,66 @@ impl Stack {
                 )
             });
         }
-        let (s1, t1) = (s.clone(), token.clone());
-        self.services
-            .spawn(async move { ("mapper", mapper::run(s1, t1).await) });
-        let (s2, t2) = (s.clone(), token.clone());
-        self.services
-            .spawn(async move { ("erp-writer", erp_writer::run(s2, t2).await) });
-        let (s3, t3) = (s, token);
-        self.services
-            .spawn(async move { ("crm-writer", crm_writer::run(s3, t3).await) });
+        if run("mapper") {
+            let (s1, t1) = (s.clone(), token.clone());
+            self.services
+                .spawn(async move { ("mapper", mapper::run(s1, t1).await) });
+        }
+        if run("erp-writer") {
+            let (s2, t2) = (s.clone(), token.clone());
+            self.services
+                .spawn(async move { ("erp-writer", erp_writer::run(s2, t2).await) });
+        }
+        if run("crm-writer") {
+            let (s3, t3) = (s, token);
+            self.services
+                .spawn(async move { ("crm-writer", crm_writer::run(s3, t3).await) });
+        }
+    }
+
+    /// The environment that configures a service binary like this stack's in-process services
+    /// (broker, Redis, ERPNext, namespace, retry ladder), for tests that run one as a child
+    /// process. Secrets go by environment, as in a deployment.
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        use secrecy::ExposeSecret;
+        let s = &self.settings;
+        let mut env = vec![
+            ("L2L_AMQP__URL".to_string(), s.amqp.url.clone()),
+            ("L2L_AMQP__NAMESPACE".into(), s.amqp.namespace.clone()),
+            ("L2L_REDIS__URL".into(), s.redis.url.clone()),
+            (
+                "L2L_ERPNEXT__BASE_URL".into(),
+                s.erpnext.base_url.to_string(),
+            ),
+            ("L2L_ERPNEXT__TIME_ZONE".into(), s.erpnext.time_zone.clone()),
+            (
+                "L2L_WORKER__RETRY_TIERS".into(),
+                format!(
+                    "[{}]",
+                    s.worker
+                        .retry_tiers
+                        .iter()
+                        .map(|d| format!("\"{}ms\"", d.as_millis()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
+        ];
+        let secret =
+            |v: &Option<secrecy::SecretString>| v.as_ref().map(|x| x.expose_secret().to_string());
+        for (key, value) in [
+            ("L2L_ERPNEXT__API_KEY", s.erpnext.api_key.clone()),
+            ("L2L_ERPNEXT__API_SECRET", secret(&s.erpnext.api_secret)),
+            (
+                "L2L_ERPNEXT__WEBHOOK_SECRET",
+                secret(&s.erpnext.webhook_secret),
+            ),
+        ] {
+            if let Some(v) = value {
+                env.push((key.into(), v));
+            }
+        }
+        env
     }
 
     /// The ingest listener, when the caller runs ingest itself.

@@ -69,9 +69,14 @@ impl ErpTarget {
     /// The real site the environment names; `Ok(None)` when `L2L_TEST_ERPNEXT_URL` is unset or
     /// empty, an error when it is set but the rest is missing or malformed.
     pub fn from_env() -> anyhow::Result<Option<RealErpNext>> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`ErpTarget::from_env`] over another source of the same variables (e.g. the lines of
+    /// `credentials.env`): `var` returns a variable's value, `None` when unset.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Option<RealErpNext>> {
         let var = |name: &str| {
-            std::env::var(name)
-                .ok()
+            var(name)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
