@@ -48,6 +48,43 @@ fi
 
 # RabbitMQ
 ensure_pkg rabbitmq-server rabbitmq-server
+# Whether the broker on 5672 answers the AMQP protocol header with a Connection.Start frame
+# (0x01) within 5 s. `check_running` is not enough: a 3.10 node has been seen fully booted
+# by its own account while its listener left every connection in CLOSE-WAIT.
+amqp_answers() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672 && printf "AMQP\x00\x00\x09\x01" >&3 &&
+    [ "$(head -c 1 <&3 | od -An -tx1 | tr -d " ")" = 01 ]' 2>/dev/null
+}
+# The machine's broker only: a RabbitMQ 4 node of deploy/rabbitmq4.sh runs beside it.
+kill_local_broker() {
+  for pid in $(pgrep -f 'beam.smp' || true); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'rabbit' &&
+      ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'l2l-rmq4'; then
+      as_root kill -9 "$pid" || true
+    fi
+  done
+}
+if port_open 5672 && ! amqp_answers; then
+  log "rabbitmq holds 5672 but does not answer the AMQP handshake; restarting it"
+  if have_systemd; then as_root systemctl restart rabbitmq-server || true; fi
+  if ! amqp_answers; then
+    kill_local_broker
+    sleep 2
+    as_root rabbitmq-server -detached
+    wait_port rabbitmq 5672
+    for _ in $(seq 1 60); do amqp_answers && break; sleep 1; done
+  fi
+  if ! amqp_answers; then
+    # Its queues are test leftovers: start it afresh rather than fail every test.
+    log "rabbitmq still does not answer; starting it with a fresh database (test data only)"
+    kill_local_broker
+    sleep 2
+    as_root mv /var/lib/rabbitmq/mnesia "/var/lib/rabbitmq/mnesia.wedged.$(date +%s)" || true
+    as_root rabbitmq-server -detached
+    wait_port rabbitmq 5672
+    for _ in $(seq 1 60); do amqp_answers && break; sleep 1; done
+  fi
+fi
 # A broker can be up yet wedged (port open, no AMQP handshake, rabbitmqctl hanging); seen with
 # 3.10 under heavy quorum-queue churn from parallel test suites. Restart it rather than run a
 # whole suite against it.
@@ -55,7 +92,7 @@ if port_open 5672 && ! timeout 30 rabbitmq-diagnostics -q check_running >/dev/nu
   log "rabbitmq answers on 5672 but not to rabbitmq-diagnostics; restarting it"
   if have_systemd; then as_root systemctl restart rabbitmq-server || true; fi
   if ! timeout 30 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; then
-    as_root pkill -9 -f 'beam.smp.*rabbit' || true
+    kill_local_broker
     sleep 2
     as_root rabbitmq-server -detached
     wait_port rabbitmq 5672
