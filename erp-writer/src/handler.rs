@@ -6,8 +6,8 @@
 //!    command seen again is acked as a duplicate without touching ERPNext.
 //! 2. **A lock per HubSpot company**, in-process ([`KeyedLocks`]) and across processes (Redis
 //!    lease `<ns>:lease:erp-writer:company:<id>`). Per company, not per command: two deals of
-//!    one company share the Customer, Address and Contacts, and the last two have no unique
-//!    key in ERPNext. The lease is renewed while the command runs; a command whose company is
+//!    one company share the Customer, Address and Contacts. (Their unique keys make twins
+//!    impossible anyway; the lock saves the wasted inserts and conflicts.) The lease is renewed while the command runs; a command whose company is
 //!    leased elsewhere waits for it, at most one lease TTL, before it counts as a failure.
 //! 3. **The done marker again**, under the lock: the copy that waited for the lock finds the
 //!    first copy's marker.

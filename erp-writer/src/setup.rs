@@ -5,12 +5,15 @@
 //! - First the site's time zone (System Settings): `erpnext.time_zone` must name the zone ERPNext
 //!   stamps `modified` in, or every ordering decision is hours off; a mismatch is refused
 //!   before anything is written (`shared::erpnext::site_check`).
-//! - Custom Fields: `Customer.hubspot_company_id` (unique), `Contact.hubspot_contact_id`,
-//!   `Sales Order.hubspot_deal_id` (unique; copied onto the Sales Invoice by ERPNext's
-//!   order → invoice mapping because the Invoice has a field of the same name),
+//! - Custom Fields: `Customer.hubspot_company_id` (unique), `Contact.hubspot_contact_id`
+//!   (unique), `Address.hubspot_address_key` (unique, `<company>:<address type>`),
+//!   `Sales Order.hubspot_deal_id` (on every revision; copied onto the Sales Invoice by
+//!   ERPNext's order → invoice mapping because the Invoice has a field of the same name),
+//!   `Sales Order.hubspot_deal_key` (unique, not copied into amendments: the creation guard),
 //!   `Sales Invoice.hubspot_deal_id`.
 //! - Webhooks: Sales Invoice `on_submit`, `on_change` (the Paid transition: `on_update_after_submit`
-//!   never fires in Frappe 15), `on_cancel`, and Customer `after_insert`, each posting to
+//!   never fires in Frappe 15), `on_cancel`, Customer `after_insert`, and Sales Order `on_cancel`
+//!   and `after_insert` of an amendment, each posting to
 //!   `<target>/webhooks/erpnext/<DocType>/<event>` (Frappe sends no event name, so it is in the
 //!   URL and in the body), JSON with a body template, an explicit `Content-Type:
 //!   application/json` header (Frappe sends none otherwise), and HMAC security with the shared
