@@ -185,33 +185,11 @@ async fn sales_order_cancel_and_amend_move_the_deal_to_the_live_revision() {
         .expect("customer");
     // As people do it in ERPNext: submit, cancel, amend (the amendment copies the deal's ID).
     let erp = shared::erpnext::ErpNextClient::new(&env.settings.erpnext).expect("client");
-    let order = async |deal: &str, amended_from: Option<&str>| {
-        let mut doc = json!({"customer": "Globex Corporation", "company": "Acme Test Ltd",
-            "transaction_date": "2026-11-24", "delivery_date": "2026-12-15", "currency": "USD",
-            "hubspot_deal_id": deal, "docstatus": 1,
-            "items": [{"item_code": "SKU-WIDGET", "qty": 10, "rate": 25}]});
-        if let Some(from) = amended_from {
-            doc["amended_from"] = json!(from);
-        }
-        erp.insert("Sales Order", &doc)
-            .await
-            .expect("sales order")
-            .name()
-            .to_string()
-    };
-    let cancel = async |name: &str| {
-        erp.call(
-            "frappe.client.cancel",
-            &json!({"doctype": "Sales Order", "name": name}),
-        )
-        .await
-        .expect("cancel");
-    };
-    let original = order("deal-amended", None).await;
-    cancel(&original).await;
-    let amendment = order("deal-amended", Some(&original)).await;
-    let cancelled = order("deal-cancelled", None).await;
-    cancel(&cancelled).await;
+    let original = crate::support::submitted_order(&erp, "deal-amended", None).await;
+    crate::support::cancel_order(&erp, &original).await;
+    let amendment = crate::support::submitted_order(&erp, "deal-amended", Some(&original)).await;
+    let cancelled = crate::support::submitted_order(&erp, "deal-cancelled", None).await;
+    crate::support::cancel_order(&erp, &cancelled).await;
 
     // The cancel of the original arrives (late, after the amendment exists).
     env.publish_erpnext(

@@ -22,6 +22,7 @@ use shared::broker::{Broker, Outgoing};
 use shared::commands::{ErpOutcome, UpdateCrmObject};
 use shared::config::Settings;
 use shared::envelope::{Envelope, Kind, Source};
+use shared::erpnext::ErpNextClient;
 use shared::events::{ErpNextEvent, HubSpotEvent};
 use shared::names::{Exchange, WorkQueue, routing};
 use shared::runtime::dead_letter::DeadLetter;
@@ -505,4 +506,36 @@ pub fn captured_webhook(file: &str) -> Value {
     let cap: Value =
         serde_json::from_str(&std::fs::read_to_string(&p).expect("capture")).expect("json");
     serde_json::from_str(cap["request"]["body_raw"].as_str().expect("body_raw")).expect("body")
+}
+
+/// A submitted Sales Order of `deal` for "Globex Corporation", made as a person makes one in
+/// ERPNext (an amendment of `amended_from` when given, carrying the deal's ID as ERPNext copies
+/// it); its name.
+pub async fn submitted_order(
+    erp: &ErpNextClient,
+    deal: &str,
+    amended_from: Option<&str>,
+) -> String {
+    let mut doc = json!({"customer": "Globex Corporation", "company": "Acme Test Ltd",
+        "transaction_date": "2026-11-24", "delivery_date": "2026-12-15", "currency": "USD",
+        "hubspot_deal_id": deal, "docstatus": 1,
+        "items": [{"item_code": "SKU-WIDGET", "qty": 1, "rate": 25}]});
+    if let Some(from) = amended_from {
+        doc["amended_from"] = json!(from);
+    }
+    erp.insert("Sales Order", &doc)
+        .await
+        .expect("sales order")
+        .name()
+        .to_string()
+}
+
+/// Cancel a submitted Sales Order, as the desk's Cancel does.
+pub async fn cancel_order(erp: &ErpNextClient, name: &str) {
+    erp.call(
+        "frappe.client.cancel",
+        &json!({"doctype": "Sales Order", "name": name}),
+    )
+    .await
+    .expect("cancel");
 }

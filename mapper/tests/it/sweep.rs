@@ -411,32 +411,11 @@ async fn cancelled_and_amended_orders_reach_the_deal_as_the_live_path_shows_them
                    "territory": "United States", "hubspot_company_id": amended["company"]}),
         )
         .expect("customer");
-    let order = async |deal: &str, amended_from: Option<&str>| {
-        let mut doc = json!({"customer": "Globex Corporation", "company": "Acme Test Ltd", "transaction_date": "2026-11-24",
-               "delivery_date": "2026-12-15", "currency": "USD", "hubspot_deal_id": deal, "docstatus": 1,
-               "items": [{"item_code": "SKU-WIDGET", "qty": 1, "rate": 25}]});
-        if let Some(from) = amended_from {
-            doc["amended_from"] = json!(from);
-        }
-        erp.insert("Sales Order", &doc)
-            .await
-            .expect("sales order")
-            .name()
-            .to_string()
-    };
-    let cancel = async |name: &str| {
-        erp.call(
-            "frappe.client.cancel",
-            &json!({"doctype": "Sales Order", "name": name}),
-        )
-        .await
-        .expect("cancel");
-    };
-    let first = order(&amended["deal"], None).await;
-    cancel(&first).await;
-    let amendment = order(&amended["deal"], Some(&first)).await;
-    let gone = order(&cancelled["deal"], None).await;
-    cancel(&gone).await;
+    let first = crate::support::submitted_order(&erp, &amended["deal"], None).await;
+    crate::support::cancel_order(&erp, &first).await;
+    let amendment = crate::support::submitted_order(&erp, &amended["deal"], Some(&first)).await;
+    let gone = crate::support::submitted_order(&erp, &cancelled["deal"], None).await;
+    crate::support::cancel_order(&erp, &gone).await;
     // HubSpot shows what the live path wrote before the cancels: both deals synced to their
     // first order. The Sales Order webhooks that followed were lost.
     for (deal, so) in [(&amended["deal"], &first), (&cancelled["deal"], &gone)] {
