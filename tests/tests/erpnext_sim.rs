@@ -54,10 +54,15 @@ struct Fx {
 
 impl Fx {
     async fn start() -> Self {
+        Self::with(config()).await
+    }
+
+    /// A simulator with `config`, on a free port.
+    async fn with(config: ErpNextSimConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let sim = ErpNextSim::start(config(), listener).await.expect("start");
+        let sim = ErpNextSim::start(config, listener).await.expect("start");
         Self {
             sim,
             http: reqwest::Client::new(),
@@ -896,22 +901,11 @@ async fn faults_answer_5xx_without_effect_add_latency_and_hang_after_the_effect(
 
 #[tokio::test]
 async fn custom_fields_become_known_and_unique_fields() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let sim = ErpNextSim::start(
-        ErpNextSimConfig {
-            custom_fields: CustomFields::None,
-            ..config()
-        },
-        listener,
-    )
-    .await
-    .expect("start");
-    let fx = Fx {
-        sim,
-        http: reqwest::Client::new(),
-    };
+    let fx = Fx::with(ErpNextSimConfig {
+        custom_fields: CustomFields::None,
+        ..config()
+    })
+    .await;
     let customer = json!({"customer_name": "Initech", "customer_group": "Commercial", "hubspot_company_id": "hs-1"});
     let (status, body) = fx
         .call("POST", "/api/resource/Customer", Some(customer.clone()))
@@ -1092,22 +1086,11 @@ fn live(file: &str) -> Value {
 impl Fx {
     /// A simulator whose clock starts just before the live captures were taken.
     async fn live() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let sim = ErpNextSim::start(
-            ErpNextSimConfig {
-                clock_start: Some("2026-12-07 01:59:50".into()),
-                ..config()
-            },
-            listener,
-        )
-        .await
-        .expect("start");
-        let fx = Self {
-            sim,
-            http: reqwest::Client::new(),
-        };
+        let fx = Self::with(ErpNextSimConfig {
+            clock_start: Some("2026-12-07 01:59:50".into()),
+            ..config()
+        })
+        .await;
         fx.ok(
             "POST",
             "/api/resource/Customer",
@@ -2118,23 +2101,12 @@ const CONTACTS: &str = "/api/resource/Contact";
 impl Fx {
     /// A simulator set up as `erp-writer setup` leaves a site, clock at the captures' time.
     async fn keyed() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let sim = ErpNextSim::start(
-            ErpNextSimConfig {
-                clock_start: Some("2026-12-07 17:02:00".into()),
-                custom_fields: CustomFields::AsSetUp,
-                ..config()
-            },
-            listener,
-        )
+        Self::with(ErpNextSimConfig {
+            clock_start: Some("2026-12-07 17:02:00".into()),
+            custom_fields: CustomFields::AsSetUp,
+            ..config()
+        })
         .await
-        .expect("start");
-        Self {
-            sim,
-            http: reqwest::Client::new(),
-        }
     }
 
     /// Customer "Capture Keys Co", then its Address and two Contacts in one batch, as captured.

@@ -14,13 +14,7 @@ type Write = (String, String, BTreeMap<String, String>, DateTime<Utc>);
 #[tokio::test]
 async fn invoice_status_webhooks_update_the_deal_found_through_its_sales_order() {
     let env = TestEnv::start().await;
-    env.erpnext
-        .seed(
-            "Customer",
-            json!({"customer_name": "Globex Corporation", "customer_type": "Company", "customer_group": "Commercial",
-                   "territory": "United States", "hubspot_company_id": "hs-co-1001"}),
-        )
-        .expect("customer");
+    crate::support::seed_globex(&env.erpnext, "hs-co-1001");
     let order = env
         .erpnext
         .seed(
@@ -176,13 +170,7 @@ async fn customer_after_insert_after_its_outcome_writes_nothing_more() {
 #[tokio::test]
 async fn sales_order_cancel_and_amend_move_the_deal_to_the_live_revision() {
     let env = TestEnv::start().await;
-    env.erpnext
-        .seed(
-            "Customer",
-            json!({"customer_name": "Globex Corporation", "customer_type": "Company", "customer_group": "Commercial",
-                   "territory": "United States", "hubspot_company_id": "hs-co-1001"}),
-        )
-        .expect("customer");
+    crate::support::seed_globex(&env.erpnext, "hs-co-1001");
     // As people do it in ERPNext: submit, cancel, amend (the amendment copies the deal's ID).
     let erp = shared::erpnext::ErpNextClient::new(&env.settings.erpnext).expect("client");
     let original = crate::support::submitted_order(&erp, "deal-amended", None).await;

@@ -23,13 +23,7 @@ async fn reconcile_reports_and_enqueues_won_deals_without_sales_orders() {
             &[("dealstage", "closedlost")],
         )
         .expect("update");
-    env.erpnext
-        .seed(
-            "Customer",
-            json!({"customer_name": "Globex Corporation", "customer_type": "Company", "customer_group": "Commercial",
-                   "territory": "United States", "hubspot_company_id": a["company"]}),
-        )
-        .expect("customer");
+    crate::support::seed_globex(&env.erpnext, &a["company"]);
     for (deal, docstatus) in [(a["deal"].as_str(), 1), (lost["deal"].as_str(), 0)] {
         env.erpnext
             .seed(

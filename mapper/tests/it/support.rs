@@ -539,3 +539,13 @@ pub async fn cancel_order(erp: &ErpNextClient, name: &str) {
     .await
     .expect("cancel");
 }
+
+/// The Customer "Globex Corporation" of HubSpot company `company_id`, as erp-writer makes it.
+pub fn seed_globex(erp: &ErpNextSimHandle, company_id: &str) {
+    erp.seed(
+        "Customer",
+        json!({"customer_name": "Globex Corporation", "customer_type": "Company", "customer_group": "Commercial",
+               "territory": "United States", "hubspot_company_id": company_id}),
+    )
+    .expect("customer");
+}

@@ -333,13 +333,7 @@ async fn invoices_without_their_own_deal_id_are_resolved_through_their_sales_ord
         &BTreeMap::new(),
     );
     let deal = ids["deal"].clone();
-    env.erpnext
-        .seed(
-            "Customer",
-            json!({"customer_name": "Globex Corporation", "customer_type": "Company", "customer_group": "Commercial",
-                   "territory": "United States", "hubspot_company_id": ids["company"]}),
-        )
-        .expect("customer");
+    crate::support::seed_globex(&env.erpnext, &ids["company"]);
     let so = env
         .erpnext
         .seed(
@@ -404,13 +398,7 @@ async fn cancelled_and_amended_orders_reach_the_deal_as_the_live_path_shows_them
     let erp = shared::erpnext::ErpNextClient::new(&env.settings.erpnext).expect("client");
     let amended = seed_won_deal(&env.hubspot, "Amended", 1, 1, true, &BTreeMap::new());
     let cancelled = seed_won_deal(&env.hubspot, "Cancelled", 1, 1, true, &BTreeMap::new());
-    env.erpnext
-        .seed(
-            "Customer",
-            json!({"customer_name": "Globex Corporation", "customer_type": "Company", "customer_group": "Commercial",
-                   "territory": "United States", "hubspot_company_id": amended["company"]}),
-        )
-        .expect("customer");
+    crate::support::seed_globex(&env.erpnext, &amended["company"]);
     let first = crate::support::submitted_order(&erp, &amended["deal"], None).await;
     crate::support::cancel_order(&erp, &first).await;
     let amendment = crate::support::submitted_order(&erp, &amended["deal"], Some(&first)).await;
