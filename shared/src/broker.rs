@@ -9,7 +9,6 @@
 //! What this module deliberately does not do: consume. The consumer runtime builds on
 //! [`Broker::channel`] and [`Broker::subscribe`].
 
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -74,12 +73,20 @@ impl BrokerError {
 /// and 4".
 pub const DLQ_DELIVERY_LIMIT: u32 = i32::MAX as u32;
 
+/// The `x-delivery-limit` of every work queue: the broker's backstop, the same whatever the
+/// configuration says. `amqp.delivery_limit` (at most this) is enforced by the consumer runtime
+/// from `x-delivery-count`, so changing it never changes a queue's arguments, and a changed
+/// argument would make every redeclare fail (`PRECONDITION_FAILED - inequivalent arg`). See
+/// docs/design.md, "Queue arguments never follow the configuration".
+pub const WORK_QUEUE_DELIVERY_LIMIT: u32 = 1000;
+
 /// How long [`Broker::publish_all`] waits for the broker's confirms; they take milliseconds on a
 /// healthy broker. Past it (a blocked or wedged broker) the publish fails as transient instead of
 /// holding its caller, e.g. a delivery and its concurrency permit, for good.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the topology needs beyond names: the poison backstop and the retry ladder.
+/// What the topology and its consumers need beyond names: the poison budget the runtime
+/// enforces and the retry ladder (one queue per tier, named for its duration).
 #[derive(Debug, Clone)]
 pub struct TopologySpec {
     pub delivery_limit: u32,
@@ -157,9 +164,9 @@ struct Inner {
     status: watch::Sender<Option<u64>>,
     /// Wakes the supervisor early when a user of the connection saw it fail.
     kick: Notify,
-    /// Dead-letter queues that exist without [`DLQ_DELIVERY_LIMIT`] (declared by an older
-    /// version), as found by the last declare; the `dlq` commands protect their letters.
-    unlimited_dlqs: RwLock<HashSet<String>>,
+    /// Queues that exist with other arguments than this version declares, as found by the last
+    /// declare: `/readyz` shows them, and the `dlq` commands protect the letters of such DLQs.
+    drift: RwLock<Vec<Drift>>,
 }
 
 /// Handle to the supervised connection. Cheap to clone.
@@ -199,7 +206,7 @@ impl Broker {
                 live: RwLock::new(None),
                 status,
                 kick: Notify::new(),
-                unlimited_dlqs: RwLock::new(HashSet::new()),
+                drift: RwLock::new(Vec::new()),
             }),
         };
         let supervisor = broker.clone();
@@ -252,14 +259,21 @@ impl Broker {
         &self.inner.spec
     }
 
-    /// Whether dead-letter queue `name` was found without an explicit delivery limit (declared
-    /// by an older version): on RabbitMQ 4 the default limit of 20 applies to it.
+    /// Whether dead-letter queue `name` was found with other arguments than
+    /// [`DLQ_DELIVERY_LIMIT`] (declared by an older version): on RabbitMQ 4 the default limit of
+    /// 20 may apply to it.
     pub fn dlq_lacks_limit(&self, name: &str) -> bool {
+        self.drift().iter().any(|d| d.queue == name)
+    }
+
+    /// The queues the last declare found with other arguments than this version declares (they
+    /// are used as they are; see [`Drift`]).
+    pub fn drift(&self) -> Vec<Drift> {
         self.inner
-            .unlimited_dlqs
+            .drift
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(name)
+            .clone()
     }
 
     /// Tell the supervisor that an operation failed; it checks the connection at once.
@@ -402,12 +416,8 @@ impl Broker {
         )
         .await
         .map_err(|_| BrokerError::Unavailable)??;
-        let legacy = declare(&conn, &self.inner.names, &self.inner.spec).await?;
-        *self
-            .inner
-            .unlimited_dlqs
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = legacy.into_iter().collect();
+        let drift = declare(&conn, &self.inner.names, &self.inner.spec).await?;
+        *self.inner.drift.write().unwrap_or_else(|e| e.into_inner()) = drift;
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -465,22 +475,106 @@ fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 
+/// A queue that exists with other arguments than this version declares: an older version made
+/// it (a queue's arguments can never change), or an operator did. It is used as it is: the
+/// service comes up ready and consumes, logs one warning naming the fix, and `/readyz` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub queue: String,
+    /// The broker's own words (`inequivalent arg 'x-delivery-limit' … received … but current
+    /// is …`), which name the argument and both values.
+    pub broker_says: String,
+    /// What the operator can do about it.
+    pub fix: String,
+}
+
+/// Declares queues on one connection, replacing the channel a refused declare closes.
+struct Declarer<'a> {
+    conn: &'a Connection,
+    channel: Channel,
+    drift: Vec<Drift>,
+}
+
+impl<'a> Declarer<'a> {
+    async fn new(conn: &'a Connection) -> Result<Self, lapin::Error> {
+        Ok(Self {
+            conn,
+            channel: conn.create_channel().await?,
+            drift: Vec::new(),
+        })
+    }
+
+    /// Declare durable queue `name` with `args`. When it exists with other arguments, declare it
+    /// passively instead (which succeeds whatever they are), record the [`Drift`] and warn once
+    /// per connect with `fix`.
+    async fn queue(
+        &mut self,
+        name: &str,
+        args: FieldTable,
+        fix: impl FnOnce() -> String,
+    ) -> Result<(), lapin::Error> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        match self.channel.queue_declare(name.into(), durable, args).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_precondition_failed(&e) => {
+                // The refusal closed the channel; the queue exists, so a passive declare on a
+                // new one tells us it is still there.
+                self.channel = self.conn.create_channel().await?;
+                self.channel
+                    .queue_declare(
+                        name.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..durable
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                let drift = Drift {
+                    queue: name.to_string(),
+                    broker_says: e.to_string(),
+                    fix: fix(),
+                };
+                tracing::warn!(
+                    queue = name,
+                    broker_says = %drift.broker_says,
+                    "queue {name} exists with other arguments than this version declares; it is \
+                     used as it is. {}",
+                    drift.fix
+                );
+                self.drift.push(drift);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn finish(self) -> Vec<Drift> {
+        let _ = self.channel.close(200, "topology declared".into()).await;
+        self.drift
+    }
+}
+
 /// Declare the whole topology of DESIGN §3 for `names`. Idempotent: every binary calls it on
-/// every connect. Returns the dead-letter queues found without [`DLQ_DELIVERY_LIMIT`] (see
-/// [`declare_dead_letter_queue`]).
+/// every connect. Returns the queues found with other arguments (see [`Drift`]): none of them
+/// depends on the configuration (retry queues are named for their TTL, the delivery limits are
+/// constants), so only a queue made by an older version or by hand can differ.
 pub async fn declare(
     conn: &Connection,
     names: &Names,
     spec: &TopologySpec,
-) -> Result<Vec<String>, lapin::Error> {
-    let channel = conn.create_channel().await?;
-    let mut legacy = Vec::new();
+) -> Result<Vec<Drift>, lapin::Error> {
+    let mut declarer = Declarer::new(conn).await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
     for ex in [Exchange::Events, Exchange::Commands] {
-        channel
+        declarer
+            .channel
             .exchange_declare(
                 names.exchange(ex).into(),
                 ExchangeKind::Topic,
@@ -489,36 +583,44 @@ pub async fn declare(
             )
             .await?;
     }
-    let queue_opts = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
     for q in WorkQueue::ALL {
         let work = names.queue(q);
         let dlq = names.dead_letter_queue(q);
-        if !declare_dead_letter_queue(conn, names, &dlq).await? {
-            legacy.push(dlq.clone());
-        }
-        // Quorum: replicated, and the only type with a delivery limit. A message the broker has
-        // redelivered `delivery_limit` times (a worker crashing on it) is dead-lettered to the DLQ
-        // as poison; at-least-once dead-lettering so that hop cannot lose it either.
-        channel
-            .queue_declare(
-                work.as_str().into(),
-                queue_opts,
+        declare_dead_letter_queue_with(&mut declarer, names, &dlq).await?;
+        // Quorum: replicated, and the only type with a delivery limit. The runtime dead-letters
+        // a message at `amqp.delivery_limit` itself; the broker's constant limit is the backstop
+        // (dead-lettered to the DLQ, at-least-once so that hop cannot lose it either).
+        declarer
+            .queue(
+                &work,
                 table(&[
                     ("x-queue-type", text("quorum")),
-                    ("x-delivery-limit", AMQPValue::LongUInt(spec.delivery_limit)),
+                    (
+                        "x-delivery-limit",
+                        AMQPValue::LongUInt(WORK_QUEUE_DELIVERY_LIMIT),
+                    ),
                     ("x-dead-letter-exchange", text("")),
                     ("x-dead-letter-routing-key", text(&dlq)),
                     ("x-dead-letter-strategy", text("at-least-once")),
                     ("x-overflow", text("reject-publish")),
                 ]),
+                || {
+                    format!(
+                        "lead2ledger enforces amqp.delivery_limit = {} itself; the broker keeps \
+                         the queue's own x-delivery-limit as an extra backstop (a lower one \
+                         parks messages earlier). To give it this version's arguments, re-create \
+                         it while it is empty: stop the workers of {work}, wait for 0 messages, \
+                         `rabbitmqctl delete_queue {work}`, start them again (producers' \
+                         publishes fail and are retried meanwhile; nothing is lost)",
+                        spec.delivery_limit
+                    )
+                },
             )
             .await?;
         let (exchange, patterns) = q.bindings();
         for pattern in patterns {
-            channel
+            declarer
+                .channel
                 .queue_bind(
                     work.as_str().into(),
                     names.exchange(exchange).into(),
@@ -531,10 +633,10 @@ pub async fn declare(
         // One queue per tier, each with a queue-wide TTL that dead-letters back to the work queue:
         // no head-of-line blocking as with per-message TTLs in one queue.
         for tier in &spec.retry_tiers {
-            channel
-                .queue_declare(
-                    names.retry_queue(q, *tier).into(),
-                    queue_opts,
+            let retry = names.retry_queue(q, *tier);
+            declarer
+                .queue(
+                    &retry,
                     table(&[
                         ("x-queue-type", text("quorum")),
                         (
@@ -546,6 +648,13 @@ pub async fn declare(
                         ("x-dead-letter-strategy", text("at-least-once")),
                         ("x-overflow", text("reject-publish")),
                     ]),
+                    || {
+                        format!(
+                            "Its messages still return to {work} when their time is up. To give \
+                             it this version's arguments, delete it once it is empty \
+                             (`rabbitmqctl delete_queue {retry}`); the next start re-creates it"
+                        )
+                    },
                 )
                 .await?;
         }
@@ -559,7 +668,8 @@ pub async fn declare(
     for q in WorkQueue::ALL {
         let (exchange, _) = q.bindings();
         for pattern in q.retired_bindings() {
-            channel
+            declarer
+                .channel
                 .queue_unbind(
                     names.queue(q).into(),
                     names.exchange(exchange).into(),
@@ -569,74 +679,42 @@ pub async fn declare(
                 .await?;
         }
     }
-    let _ = channel.close(200, "topology declared".into()).await;
-    Ok(legacy)
+    Ok(declarer.finish().await)
 }
 
-/// Declare dead-letter queue `name` (quorum) with [`DLQ_DELIVERY_LIMIT`]; `Ok(false)` when it
-/// already exists without that limit.
+/// Declare dead-letter queue `name` (quorum) with [`DLQ_DELIVERY_LIMIT`].
 ///
-/// A queue's arguments cannot change after it is declared (the broker answers
-/// `PRECONDITION_FAILED - inequivalent arg`), and a DLQ cannot safely be re-created: quorum
-/// queues refuse `queue.delete` with `if-empty` (`NOT_IMPLEMENTED`, on 3.10 and 4.0), so between
-/// moving its letters out and deleting it a new dead letter could arrive and be deleted with it.
-/// So an existing DLQ without the limit is kept as it is, one warning tells the operator how to
-/// give it the limit (a policy, which applies to an existing queue), and meanwhile the `dlq`
-/// commands refresh its letters before RabbitMQ 4's default limit of 20 can drop them.
-pub async fn declare_dead_letter_queue(
-    conn: &Connection,
+/// An existing DLQ without that limit cannot safely be re-created: quorum queues refuse
+/// `queue.delete` with `if-empty` (`NOT_IMPLEMENTED`, on 3.10 and 4.0), so between moving its
+/// letters out and deleting it a new dead letter could arrive and be deleted with it. So it is
+/// kept as it is ([`Drift`]), the warning tells the operator how to give it the limit (a policy,
+/// which applies to an existing queue), and meanwhile the `dlq` commands refresh its letters
+/// before RabbitMQ 4's default limit of 20 can drop them.
+async fn declare_dead_letter_queue_with(
+    declarer: &mut Declarer<'_>,
     names: &Names,
     name: &str,
-) -> Result<bool, lapin::Error> {
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    let channel = conn.create_channel().await?;
-    let declared = channel
-        .queue_declare(
-            name.into(),
-            durable,
+) -> Result<(), lapin::Error> {
+    declarer
+        .queue(
+            name,
             table(&[
                 ("x-queue-type", text("quorum")),
                 ("x-delivery-limit", AMQPValue::LongUInt(DLQ_DELIVERY_LIMIT)),
             ]),
-        )
-        .await;
-    match declared {
-        Ok(_) => {
-            let _ = channel.close(200, "declared".into()).await;
-            Ok(true)
-        }
-        Err(e) if is_precondition_failed(&e) => {
-            // The failed declare closed that channel; the queue exists, so a passive declare
-            // on a new one succeeds whatever its arguments.
-            let channel = conn.create_channel().await?;
-            channel
-                .queue_declare(
-                    name.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..durable
-                    },
-                    FieldTable::default(),
+            || {
+                let pattern = format!(r"^{}\.[^.]+\.dlq$", names.namespace().replace('.', r"\."));
+                format!(
+                    "Without an explicit x-delivery-limit (an older lead2ledger) RabbitMQ 4 \
+                     applies a default limit of 20 to it; the dlq commands refresh its letters \
+                     before they reach it. To lift the limit for good, apply a policy: \
+                     rabbitmqctl set_policy --apply-to queues {namespace}-dlq-limit '{pattern}' \
+                     '{{\"delivery-limit\":{DLQ_DELIVERY_LIMIT}}}'",
+                    namespace = names.namespace(),
                 )
-                .await?;
-            let _ = channel.close(200, "declared".into()).await;
-            let pattern = format!(r"^{}\.[^.]+\.dlq$", names.namespace().replace('.', r"\."));
-            tracing::warn!(
-                queue = name,
-                "dead-letter queue {name} exists without an explicit x-delivery-limit (declared \
-                 by an older lead2ledger); on RabbitMQ 4 a default limit of 20 applies to it. The \
-                 dlq commands refresh its letters before they reach it; to lift the limit for \
-                 good, apply a policy: rabbitmqctl set_policy --apply-to queues \
-                 {namespace}-dlq-limit '{pattern}' '{{\"delivery-limit\":{DLQ_DELIVERY_LIMIT}}}'",
-                namespace = names.namespace(),
-            );
-            Ok(false)
-        }
-        Err(e) => Err(e),
-    }
+            },
+        )
+        .await
 }
 
 /// The broker refused a declare because the entity exists with other properties.

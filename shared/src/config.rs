@@ -91,8 +91,10 @@ pub struct AmqpConfig {
     pub url: String,
     /// Prefix of every exchange and queue name, so tenants and tests can share a broker.
     pub namespace: String,
-    /// `x-delivery-limit` of the work queues: a message redelivered this many times without an
-    /// ack (a worker crashing on it) is dead-lettered as `poison`.
+    /// The poison budget: a message whose handler panicked this many times, or that came back
+    /// more often than this without being settled (a worker crashing on it), is dead-lettered as
+    /// `poison`. Enforced by the consumer runtime, not by a queue argument, so it can change
+    /// freely; at most [`crate::broker::WORK_QUEUE_DELIVERY_LIMIT`].
     pub delivery_limit: u32,
     /// Longest pause between reconnect attempts.
     #[serde(with = "humantime_serde")]
@@ -507,6 +509,16 @@ impl Settings {
                 "e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
             ));
         }
+        if !(1..=crate::broker::WORK_QUEUE_DELIVERY_LIMIT).contains(&self.amqp.delivery_limit) {
+            p.push(Problem::new(
+                "amqp.delivery_limit",
+                format!(
+                    "must be between 1 and {} (the work queues' own backstop)",
+                    crate::broker::WORK_QUEUE_DELIVERY_LIMIT
+                ),
+                "the default is 20",
+            ));
+        }
         if self.amqp.namespace.is_empty() || self.amqp.namespace.contains([' ', '#', '*']) {
             p.push(Problem::new(
                 "amqp.namespace",
@@ -847,6 +859,24 @@ mod tests {
         let err = Settings::load_from(None, &env(&[("L2L_WORKER__PREFETCH", "0")]))
             .expect_err("semantic");
         assert!(err.to_string().contains("worker.prefetch"), "{err}");
+    }
+
+    #[test]
+    fn the_delivery_limit_is_checked_against_the_queues_backstop() {
+        for bad in ["0", "1001"] {
+            let err = Settings::load_from(None, &env(&[("L2L_AMQP__DELIVERY_LIMIT", bad)]))
+                .expect_err("out of range");
+            assert!(
+                err.to_string().contains("amqp.delivery_limit"),
+                "{bad}: {err}"
+            );
+        }
+        let s = Settings::load_from(None, &env(&[("L2L_AMQP__DELIVERY_LIMIT", "1000")]))
+            .expect("the backstop itself is allowed");
+        assert_eq!(
+            s.amqp.delivery_limit,
+            crate::broker::WORK_QUEUE_DELIVERY_LIMIT
+        );
     }
 
     #[test]

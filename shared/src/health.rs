@@ -3,7 +3,9 @@
 //! Healthy means the process answers. Ready means the broker connection is up — without it no
 //! message arrives or leaves — and no binary-specific check reports a problem (erp-writer: ERPNext
 //! refused our credentials, so every command would dead-letter). Redis is deliberately not part
-//! of readiness: every binary carries on without it, so restarting would not help.
+//! of readiness: every binary carries on without it, so restarting would not help. Neither is a
+//! queue that exists with other arguments than this version declares: it is used as it is, and
+//! `/readyz` lists it under `topology` with the broker's words and the fix.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +55,12 @@ async fn readyz(State(state): State<HealthState>) -> (StatusCode, Json<Value>) {
     });
     if let Some(p) = problem {
         body["problem"] = Value::String(p);
+    }
+    // Queues used with other arguments than this version declares: ready all the same (they
+    // work), but the operator should see why and what to do.
+    let drift = state.broker.drift();
+    if !drift.is_empty() {
+        body["topology"] = json!(drift);
     }
     (status, Json(body))
 }

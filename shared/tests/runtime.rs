@@ -1366,6 +1366,181 @@ async fn a_panicking_handler_ends_in_the_dlq_as_poison_and_the_worker_survives()
     assert_eq!(out.trim(), "purged 1 of 1 dead letters");
 }
 
+/// Publish a message the [`Panicky`] handler panics on and wait until it is in the DLQ; returns
+/// how often the handler ran.
+async fn panics_until_poison(env: &TestEnv) -> usize {
+    let handler = Arc::new(Panicky::default());
+    let worker = env.spawn(env.worker_config(), handler.clone());
+    let mut poison = envelope("poison-q");
+    poison.payload = serde_json::json!({ "explode": true });
+    env.publish(&poison).await;
+    env.wait_dlq_len(1).await;
+    worker.stop().await;
+    let letters = env.dead_letters().await;
+    assert_eq!(letters[0].kind, Some(DeadLetterKind::Poison), "{letters:?}");
+    handler.panics.load(Ordering::SeqCst)
+}
+
+/// `/readyz` of `broker`, served as every binary serves it.
+async fn readyz(broker: &Broker) -> (u16, serde_json::Value) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = shared::health::router(broker.clone(), None);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let response = reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .expect("GET /readyz");
+    let status = response.status().as_u16();
+    let body = response.json().await.expect("JSON");
+    server.abort();
+    (status, body)
+}
+
+/// Issue 15, item 4: changing `amqp.delivery_limit` and restarting used to make every redeclare
+/// fail (`inequivalent arg 'x-delivery-limit'`), so the service never became ready. The queues'
+/// arguments no longer follow the configuration: the restart finds nothing to change, and the
+/// new limit applies at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_delivery_limit_and_restarting_keeps_the_queues_and_applies_the_new_limit() {
+    let ns = TestNamespace::new();
+    {
+        // What a deployment running with amqp.delivery_limit = 5 declared.
+        let conn = lapin::Connection::connect(&ns.settings.amqp.url, Default::default())
+            .await
+            .expect("connect");
+        let mut before = ns.topology();
+        before.delivery_limit = 5;
+        let drift = shared::broker::declare(&conn, &ns.names(), &before)
+            .await
+            .expect("declare");
+        assert!(drift.is_empty(), "{drift:?}");
+        let _ = conn.close(200, "declared".into()).await;
+    }
+    let env = TestEnv::start_in(ns, |s| s.amqp.delivery_limit = 2, None).await;
+    assert!(env.broker.drift().is_empty(), "{:?}", env.broker.drift());
+    let (status, body) = readyz(&env.broker).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("topology").is_none(), "{body}");
+    assert_eq!(panics_until_poison(&env).await, 2, "the new limit applies");
+}
+
+/// Issue 15, item 4: a work queue that exists with other arguments (made by an older version,
+/// which put `amqp.delivery_limit` on the queue, or by hand) is used as it is. The service is
+/// ready and consumes, `/readyz` names the queue, the broker's words and the fix, and the
+/// configured limit still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_queue_with_other_arguments_is_used_as_it_is_and_readyz_says_why() {
+    let ns = TestNamespace::new();
+    let work = ns.names().queue(QUEUE);
+    {
+        let conn = lapin::Connection::connect(&ns.settings.amqp.url, Default::default())
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let mut args = lapin::types::FieldTable::default();
+        for (k, v) in [
+            ("x-queue-type", "quorum"),
+            ("x-dead-letter-exchange", ""),
+            ("x-dead-letter-strategy", "at-least-once"),
+            ("x-overflow", "reject-publish"),
+        ] {
+            args.insert(k.into(), lapin::types::AMQPValue::LongString(v.into()));
+        }
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            lapin::types::AMQPValue::LongString(ns.names().dead_letter_queue(QUEUE).into()),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            lapin::types::AMQPValue::LongUInt(20),
+        );
+        channel
+            .queue_declare(
+                work.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .expect("the old work queue");
+        let _ = conn.close(200, "declared".into()).await;
+    }
+    let env = TestEnv::start_in(ns, |s| s.amqp.delivery_limit = 2, None).await;
+    let drift = env.broker.drift();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0].queue, work);
+    assert!(
+        drift[0].broker_says.contains("x-delivery-limit"),
+        "the broker's words name the argument: {drift:?}"
+    );
+    assert!(
+        drift[0]
+            .fix
+            .contains(&format!("rabbitmqctl delete_queue {work}")),
+        "{drift:?}"
+    );
+    let (status, body) = readyz(&env.broker).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["topology"][0]["queue"], work.as_str(), "{body}");
+    assert_eq!(
+        panics_until_poison(&env).await,
+        2,
+        "amqp.delivery_limit applies on the old queue too"
+    );
+}
+
+/// A message that came back more often than `amqp.delivery_limit` without being settled (the
+/// worker died on it each time) is parked as `poison` without running the handler again: the
+/// runtime, not the queue argument, keeps the crash budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_returned_more_often_than_the_limit_is_parked_without_running_the_handler() {
+    let env = TestEnv::start(|s| s.amqp.delivery_limit = 2).await;
+    let crashed = envelope("crashed-on");
+    env.publish(&crashed).await;
+    {
+        // Three deliveries that were never settled: taken and given back, as a dying worker's
+        // channel does.
+        let conn = lapin::Connection::connect(env.url(), Default::default())
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        for _ in 0..3 {
+            let taken = channel
+                .basic_get(env.queue().as_str().into(), Default::default())
+                .await
+                .expect("basic.get")
+                .expect("the message");
+            taken
+                .delivery
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("nack");
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+    let handler = Arc::new(Panicky::default());
+    let worker = env.spawn(env.worker_config(), handler.clone());
+    env.wait_dlq_len(1).await;
+    worker.stop().await;
+    assert!(
+        handler.handled.lock().expect("lock").is_empty(),
+        "the handler never ran"
+    );
+    let letters = env.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].kind, Some(DeadLetterKind::Poison), "{letters:?}");
+    let error = letters[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("3 times without being settled"), "{error}");
+}
+
 /// Fails transiently on `hiccup-*` messages until they come back from the retry ladder;
 /// applies everything else.
 #[derive(Default)]

@@ -26,9 +26,11 @@
 //!   `x-delivery-limit`. At the `amqp.delivery_limit`-th delivery (the broker's
 //!   `x-delivery-count` + 1) the runtime dead-letters it itself as `poison`, with the panic
 //!   message, so a panicking handler runs exactly `delivery_limit` times on RabbitMQ 3.10 and
-//!   4.x alike. The broker's own limit stays the backstop for a worker that really crashes (it
-//!   then delivers `delivery_limit + 1` times; both versions count a closed channel like a
-//!   nack — measured, see docs/design.md). A panic is a bug, not a remote hiccup, so the ladder
+//!   4.x alike. A worker that really crashes on a message never settles it; the runtime parks it
+//!   as `poison` when it arrives with more than `delivery_limit` earlier deliveries (it ran
+//!   `delivery_limit + 1` times; both versions count a closed channel like a nack — measured, see
+//!   docs/design.md). The work queue's own `x-delivery-limit` is a constant backstop above any
+//!   allowed `amqp.delivery_limit`, so changing the configuration never changes a queue. A panic is a bug, not a remote hiccup, so the ladder
 //!   (meant for remote systems recovering) would only delay the operator; and the worker keeps
 //!   serving other messages instead of crash-looping.
 //! - Republishing (a retry copy, a dead letter) that fails for a passing reason (a nack, a
@@ -451,6 +453,30 @@ async fn process<H: Handler>(ctx: &Ctx<H>, delivery: &Delivery, generation: u64)
     }
     if let Some(c) = original.correlation_id() {
         span.record("correlation_id", c.as_str());
+    }
+
+    // A worker that died on this message (a crash, an OOM kill) never settled it; every such
+    // return is one delivery. Past the budget it is parked without running the handler again —
+    // what the broker's own limit did when it followed the configuration.
+    let earlier = earlier_deliveries(delivery);
+    if earlier > ctx.delivery_limit {
+        let reason = format!(
+            "delivered {earlier} times without being settled: the worker stopped (crashed, was \
+             killed, lost its connection) while handling it each time \
+             (amqp.delivery_limit = {})",
+            ctx.delivery_limit
+        );
+        dead_letter(
+            ctx,
+            delivery,
+            generation,
+            &original,
+            DeadLetterKind::Poison,
+            &reason,
+            None,
+        )
+        .await;
+        return;
     }
 
     let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
