@@ -7,3 +7,4 @@ pub mod fleet;
 pub mod ingest;
 pub mod report;
 pub mod rss;
+pub mod writeback;

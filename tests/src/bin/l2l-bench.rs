@@ -15,12 +15,13 @@ use l2l_tests::bench::e2e::E2eBench;
 use l2l_tests::bench::ingest::IngestBench;
 use l2l_tests::bench::report::{Report, machine};
 use l2l_tests::bench::rss::RssBench;
+use l2l_tests::bench::writeback::WritebackBench;
 use shared::config::Settings;
 
 #[derive(Parser)]
 #[command(about = "lead2ledger benchmark report")]
 struct Cli {
-    /// Sections to run (comma-separated): ingest, e2e, budget, rss.
+    /// Sections to run (comma-separated): ingest, e2e, budget, rss, writeback.
     #[arg(long, default_value = "ingest,e2e,budget,rss", value_delimiter = ',')]
     sections: Vec<String>,
     /// Webhook requests for the ingest section.
@@ -50,6 +51,15 @@ struct Cli {
     /// Replicas of mapper and crm-writer in the budget section.
     #[arg(long, default_value_t = 3)]
     replicas: usize,
+    /// Raw events queued in front of the mapper in the writeback section.
+    #[arg(long, default_value_t = 5000)]
+    backlog: usize,
+    /// Deals whose write-back the writeback section times.
+    #[arg(long, default_value_t = 200)]
+    writeback_deals: usize,
+    /// Simulator latency of the writeback section, ms.
+    #[arg(long, default_value_t = 50)]
+    writeback_latency: u64,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     json: PathBuf,
@@ -96,6 +106,15 @@ async fn main() -> anyhow::Result<()> {
             "rss" => {
                 let bench = RssBench {
                     deals: cli.deals,
+                    timeout: Duration::from_secs(cli.timeout_secs),
+                };
+                report.rows.extend(bench.run().await?);
+            }
+            "writeback" => {
+                let bench = WritebackBench {
+                    deals: cli.writeback_deals,
+                    backlog: cli.backlog,
+                    latency_ms: cli.writeback_latency,
                     timeout: Duration::from_secs(cli.timeout_secs),
                 };
                 report.rows.extend(bench.run().await?);
