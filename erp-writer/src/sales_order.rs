@@ -29,7 +29,7 @@ use shared::erpnext::{Doc, ErpNextError, ErrorClass};
 use crate::diff::put_opt;
 use crate::error::StepError;
 use crate::metrics;
-use crate::site::ErpSite;
+use crate::site::{ErpSite, Judgement, SOURCE_VERSION, source_version};
 use crate::taxes;
 use crate::upsert::Found;
 
@@ -77,6 +77,10 @@ pub async fn upsert_sales_order(
     let mut body = header_fields(cmd, parties);
     body.insert("hubspot_deal_id".into(), json!(deal));
     body.insert(DEAL_KEY.into(), json!(deal));
+    body.insert(
+        SOURCE_VERSION.into(),
+        json!(source_version(cmd.deal_modified)),
+    );
     body.insert("order_type".into(), json!("Sales"));
     body.insert(
         "transaction_date".into(),
@@ -138,30 +142,73 @@ pub async fn upsert_sales_order(
             .unwrap_or(doc);
         let differences = differences(&doc, cmd, parties, taxes);
         match doc.docstatus() {
-            0 if differences.is_empty() => metrics::step(SALES_ORDER, "unchanged"),
-            0 if !site.hubspot_is_newer(cmd.deal_modified, doc.modified()) => {
-                tracing::info!(
-                    sales_order = doc.name(),
-                    ?differences,
-                    "Draft Sales Order is newer than the deal change; left alone"
-                );
-                metrics::step(SALES_ORDER, "stale");
-                return Ok(upserted(cmd, &doc, false));
-            }
             0 => {
-                let mut changes = header_fields(cmd, parties);
-                changes.extend(tables(cmd, taxes));
-                doc = site
-                    .client
-                    .update(SALES_ORDER, doc.name(), &Value::Object(changes))
+                let judgement = site
+                    .judge(&doc, cmd.deal_modified)
                     .await
-                    .map_err(|e| explain_rejection(cmd, what.clone(), e))?;
-                tracing::info!(
-                    sales_order = doc.name(),
-                    ?differences,
-                    "Draft Sales Order updated from the deal"
-                );
-                metrics::step(SALES_ORDER, "updated");
+                    .map_err(|e| StepError::erp(&what, e))?;
+                match (judgement, differences.is_empty()) {
+                    (Judgement::Stale { stored }, _) => {
+                        tracing::info!(
+                            sales_order = doc.name(),
+                            ?differences,
+                            %stored,
+                            deal_modified = %cmd.deal_modified,
+                            "Draft Sales Order was written from this deal version or a newer one; content left alone"
+                        );
+                        metrics::step(SALES_ORDER, "stale");
+                        // Still submitted below when the mode says so: a writer that inserted a
+                        // draft and died before submitting leaves one with the newest content.
+                    }
+                    (Judgement::EditedInErpNext { by, at }, false) => {
+                        let reason = format!(
+                            "Draft Sales Order {} was edited in ERPNext by {by} at {at}, after \
+                             lead2ledger last wrote it, and the deal has changed since; it is \
+                             left as it is. The deal now differs: {}",
+                            doc.name(),
+                            differences.join("; ")
+                        );
+                        tracing::warn!(sales_order = doc.name(), hubspot_deal_id = %deal, %reason, "edited in ERPNext and in HubSpot");
+                        metrics::step(SALES_ORDER, "conflict");
+                        metrics::sales_order_conflict();
+                        return Ok(ErpOutcome::SalesOrderConflict {
+                            hubspot_deal_id: deal.clone(),
+                            sales_order: doc.name().to_string(),
+                            reason,
+                        });
+                    }
+                    (Judgement::EditedInErpNext { .. }, true) => {
+                        metrics::step(SALES_ORDER, "unchanged");
+                    }
+                    (Judgement::Apply, differences_empty) => {
+                        // Unchanged content still records the newer version, so a change older
+                        // than it that arrives later cannot pass as newer.
+                        let mut changes = Map::new();
+                        if !differences_empty {
+                            changes = header_fields(cmd, parties);
+                            changes.extend(tables(cmd, taxes));
+                        }
+                        changes.insert(
+                            SOURCE_VERSION.into(),
+                            json!(source_version(cmd.deal_modified)),
+                        );
+                        doc = site
+                            .client
+                            .update(SALES_ORDER, doc.name(), &Value::Object(changes))
+                            .await
+                            .map_err(|e| explain_rejection(cmd, what.clone(), e))?;
+                        if differences_empty {
+                            metrics::step(SALES_ORDER, "unchanged");
+                        } else {
+                            tracing::info!(
+                                sales_order = doc.name(),
+                                ?differences,
+                                "Draft Sales Order updated from the deal"
+                            );
+                            metrics::step(SALES_ORDER, "updated");
+                        }
+                    }
+                }
             }
             _ => {
                 if differences.is_empty() {

@@ -220,6 +220,16 @@ pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
         insert_after: "hubspot_deal_id",
         no_copy: true,
     },
+    // The HubSpot version the order was written from (`site::SOURCE_VERSION`): newer-wins
+    // compares HubSpot time with HubSpot time. Not copied: an amendment is a human's document.
+    CustomFieldSpec {
+        dt: "Sales Order",
+        fieldname: "hubspot_modified_at",
+        label: "HubSpot Modified At",
+        unique: false,
+        insert_after: "hubspot_deal_key",
+        no_copy: true,
+    },
     CustomFieldSpec {
         dt: "Sales Invoice",
         fieldname: "hubspot_deal_id",

@@ -277,6 +277,97 @@ async fn draft_orders_follow_the_deal_and_submitted_ones_report_a_conflict() {
     w.cleanup().await;
 }
 
+/// Issue 16: the deal is read at t1 (qty 10, command C1), changed at t2 (qty 7, command C2), and
+/// C1's insert happens after t2. C2 must still win: versions compare HubSpot time with the
+/// HubSpot time the order was written from, not with ERPNext's `modified` (which our own insert
+/// set, after t2). A late C1 then changes nothing.
+#[tokio::test]
+async fn a_newer_deal_version_wins_over_an_older_one_inserted_after_it() {
+    let w = World::start().await;
+    let site = w.site();
+    let t1 = Utc::now() - ChronoDuration::seconds(20);
+    let t2 = Utc::now() - ChronoDuration::seconds(10);
+    let mut c1 = deal("c1c2");
+    c1.order.submit = false;
+    c1.order.items = vec![line("SKU-WIDGET", 10.0, 25.0)];
+    c1.deal_modified = t1;
+    let mut c2 = c1.clone();
+    c2.order.items = vec![line("SKU-WIDGET", 7.0, 25.0)];
+    c2.deal_modified = t2;
+
+    apply_sync_deal(&site, &c1).await.expect("C1 inserts");
+    apply_sync_deal(&site, &c2).await.expect("C2 applies");
+    let qty = |w: &World| w.docs("Sales Order")[0]["items"][0]["qty"].as_f64();
+    assert_eq!(qty(&w), Some(7.0), "the newer deal version wins");
+    assert_eq!(
+        w.docs("Sales Order")[0]["hubspot_modified_at"],
+        erp_writer::site::source_version(t2).as_str()
+    );
+    apply_sync_deal(&site, &c1)
+        .await
+        .expect("a late C1 is fine");
+    assert_eq!(
+        qty(&w),
+        Some(7.0),
+        "an older version never overwrites a newer one"
+    );
+    w.cleanup().await;
+}
+
+/// Issue 16: a draft a person edited in ERPNext after lead2ledger wrote it is neither
+/// overwritten nor silently kept when the deal changes too: the deal is flagged with what
+/// differs, and the person's edit stays.
+#[tokio::test]
+async fn a_draft_edited_in_erpnext_is_flagged_for_review_not_overwritten() {
+    let w = World::start().await;
+    let site = w.site();
+    let mut cmd = deal("human");
+    cmd.order.submit = false;
+    cmd.order.items = vec![line("SKU-WIDGET", 10.0, 25.0)];
+    cmd.deal_modified = Utc::now() - ChronoDuration::seconds(30);
+    apply_sync_deal(&site, &cmd).await.expect("draft created");
+    let so = w.docs("Sales Order")[0].clone();
+    let mut items = so["items"].clone();
+    items[0]["qty"] = json!(12.0);
+    w.sim
+        .edit_as(
+            "Sales Order",
+            str_of(&so, "name"),
+            "clerk@example.com",
+            json!({ "items": items }),
+        )
+        .expect("the clerk saves");
+
+    // The same deal version again: nothing new from HubSpot, the clerk's edit stands quietly.
+    let outcomes = apply_sync_deal(&site, &cmd).await.expect("replay");
+    assert!(
+        matches!(outcomes.last(), Some(ErpOutcome::SalesOrderUpserted { .. })),
+        "{outcomes:?}"
+    );
+    // A newer deal version that differs: flagged, not applied.
+    let mut newer = cmd.clone();
+    newer.order.items = vec![line("SKU-WIDGET", 8.0, 25.0)];
+    newer.deal_modified = Utc::now();
+    let outcomes = apply_sync_deal(&site, &newer).await.expect("an outcome");
+    match outcomes.last() {
+        Some(ErpOutcome::SalesOrderConflict { reason, .. }) => {
+            assert!(
+                reason.contains("clerk@example.com") && reason.contains("SKU-WIDGET × 8 @ 25"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let kept = &w.docs("Sales Order")[0];
+    assert_eq!(
+        kept["items"][0]["qty"].as_f64(),
+        Some(12.0),
+        "the edit stays"
+    );
+    assert_eq!(kept["modified_by"], "clerk@example.com");
+    w.cleanup().await;
+}
+
 #[tokio::test]
 async fn customer_fields_are_refreshed_only_by_newer_hubspot_changes() {
     let w = World::start().await;

@@ -319,11 +319,11 @@ pub enum CustomFields {
     None,
     /// As `erp-writer setup` creates them: `Customer.hubspot_company_id` unique,
     /// `Contact.hubspot_contact_id` unique, `Address.hubspot_address_key` unique,
-    /// `Sales Order.hubspot_deal_id` (on every revision) and `Sales Order.hubspot_deal_key`
-    /// (unique, not copied into amendments).
+    /// `Sales Order.hubspot_deal_id` (on every revision), `Sales Order.hubspot_deal_key`
+    /// (unique, not copied into amendments) and `Sales Order.hubspot_modified_at` (not copied).
     AsSetUp,
     /// As on the site the contracts were captured from, before amendments were supported:
-    /// `Sales Order.hubspot_deal_id` unique, no `hubspot_deal_key`, `Contact.hubspot_contact_id`
-    /// not unique, no `Address.hubspot_address_key`.
+    /// `Sales Order.hubspot_deal_id` unique, no `hubspot_deal_key` or `hubspot_modified_at`,
+    /// `Contact.hubspot_contact_id` not unique, no `Address.hubspot_address_key`.
     Captured,
 }

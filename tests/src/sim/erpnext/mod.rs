@@ -341,6 +341,18 @@ impl ErpNextSimHandle {
         self.shared.site().set_series(prefix, current);
     }
 
+    /// A person (`user`, not the API user) saving `changes` in the desk.
+    pub fn edit_as(
+        &self,
+        doctype: &str,
+        name: &str,
+        user: &str,
+        changes: Value,
+    ) -> Result<Value, FrappeError> {
+        let changes = changes.as_object().cloned().unwrap_or_default();
+        self.shared.edit_as(doctype, name, user, &changes)
+    }
+
     /// Make, save and submit the invoice of a submitted Sales Order; returns its name.
     pub fn invoice_sales_order(&self, sales_order: &str) -> Result<String, FrappeError> {
         self.shared.invoice_sales_order(sales_order)

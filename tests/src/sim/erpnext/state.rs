@@ -622,12 +622,25 @@ impl Site {
                     1,
                     "hubspot_deal_id",
                 ),
+                (
+                    "Sales Order",
+                    "hubspot_modified_at",
+                    "HubSpot Modified At",
+                    0,
+                    1,
+                    "hubspot_deal_key",
+                ),
             ],
         };
         {
             for &(dt, fieldname, label, unique, no_copy, after) in fields {
                 if c.custom_fields == CustomFields::Captured
-                    && ["hubspot_deal_key", "hubspot_address_key"].contains(&fieldname)
+                    && [
+                        "hubspot_deal_key",
+                        "hubspot_address_key",
+                        "hubspot_modified_at",
+                    ]
+                    .contains(&fieldname)
                 {
                     continue;
                 }
