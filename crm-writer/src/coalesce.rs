@@ -47,6 +47,7 @@ use tokio::time::Instant;
 use crate::apply;
 use crate::metrics;
 use crate::ordering::{OrderingGuard, Stamped, Verdict};
+use crate::versions::SourceVersions;
 
 /// How batches form.
 #[derive(Debug, Clone)]
@@ -183,6 +184,7 @@ struct FlushCtx {
     object_type: ObjectType,
     client: HubSpotClient,
     guard: Option<Arc<OrderingGuard>>,
+    versions: SourceVersions,
     window: Duration,
 }
 
@@ -194,12 +196,14 @@ impl Batcher {
         cfg: CoalesceConfig,
         client: HubSpotClient,
         guard: Option<Arc<OrderingGuard>>,
+        versions: SourceVersions,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(FlushCtx {
             object_type,
             client,
             guard,
+            versions,
             window: cfg.window,
         });
         let task = tokio::spawn(run(ctx, cfg, rx));
@@ -420,9 +424,26 @@ async fn flush(ctx: Arc<FlushCtx>, entries: Vec<Entry>) -> Returned {
         }
     }
 
+    // Values that carry their source time in HubSpot are checked against it there.
+    let mut refused: HashMap<String, HandlerError> = HashMap::new();
+    {
+        let mut objects: Vec<(&str, &mut BTreeMap<String, Stamped>)> = settled
+            .iter_mut()
+            .map(|(e, fresh)| (e.object_id.as_str(), fresh))
+            .collect();
+        if let Err(e) = ctx.versions.check(&ctx.client, ty, &mut objects).await {
+            let reason = format!("reading the source times HubSpot holds failed: {e}");
+            for (id, fresh) in objects {
+                if ctx.versions.guards(fresh) {
+                    refused.insert(id.to_string(), HandlerError::transient(reason.clone()));
+                }
+            }
+        }
+    }
+
     let inputs: Vec<BatchUpdateInput> = settled
         .iter()
-        .filter(|(_, fresh)| !fresh.is_empty())
+        .filter(|(e, fresh)| !fresh.is_empty() && !refused.contains_key(&e.object_id))
         .map(|(e, fresh)| BatchUpdateInput {
             id: e.object_id.clone(),
             properties: fresh
@@ -440,6 +461,8 @@ async fn flush(ctx: Arc<FlushCtx>, entries: Vec<Entry>) -> Returned {
             .into_iter()
             .collect()
     };
+
+    results.extend(refused.into_iter().map(|(id, e)| (id, Err(e))));
 
     if let (Some(guard), Some(claim)) = (&ctx.guard, &claim) {
         let empty = BTreeMap::new();

@@ -8,7 +8,8 @@
 //!   `batch/update` calls of up to 100 objects; every call is paid for from the portal's budget
 //!   shared in Redis with the mapper; a 429 slows every process down.
 //! - **Never an older fact over a newer one** (DESIGN §5): each property remembers the
-//!   `source_modified` last applied; older updates are skipped.
+//!   `source_modified` last applied; older updates are skipped. The invoice status also carries
+//!   its source time in HubSpot, so it never moves backwards even when Redis forgets.
 //! - **Ack after the effect** (DESIGN §3): a message is acked only after the HubSpot call that
 //!   carried it succeeded; a failure fails exactly the messages of the objects it concerns.
 //!
@@ -16,6 +17,7 @@
 //! - [`handler`]: decodes `crm.update_company` / `crm.update_deal`, submits to a batcher, waits.
 //! - [`coalesce`]: the per-object-type batcher (merge, window, batch size, in-flight objects).
 //! - [`ordering`]: the Redis guard (leases + compare-and-set of applied times).
+//! - [`versions`]: source times kept in HubSpot beside the values they date (the invoice status).
 //! - [`apply`]: a batch → HubSpot calls (PATCH / batch update, 207 isolation, bisection).
 //! - [`error`]: HubSpot errors → transient / permanent.
 //! - [`setup`]: `crm-writer setup` (custom properties); [`metrics`]; health routes from [`shared::health`].
@@ -27,6 +29,7 @@ pub mod handler;
 pub mod metrics;
 pub mod ordering;
 pub mod setup;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -35,14 +38,17 @@ use shared::broker::Broker;
 use shared::budget::RateBudget;
 use shared::config::{Settings, WorkerConfig};
 use shared::hubspot::{HubSpotClient, ObjectType};
+use shared::mapping::WritebackConfig;
 use shared::names::WorkQueue;
 use shared::runtime::Worker;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use coalesce::{Applied, Batcher, CoalesceConfig};
 pub use handler::CrmWriterHandler;
 pub use ordering::OrderingGuard;
 pub use setup::SetupReport;
+pub use versions::SourceVersions;
 
 /// How long the batchers may take to stop once the worker has drained (see [`run`]).
 const BATCHER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -100,13 +106,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             .clamp(1, shared::hubspot::BATCH_LIMIT),
         parallel: settings.crm_writer.parallel_batches.max(1),
     };
-    let (companies, companies_task) = Batcher::start(
-        ObjectType::Companies,
-        cfg.clone(),
-        client.clone(),
-        Some(guard.clone()),
-    );
-    let (deals, deals_task) = Batcher::start(ObjectType::Deals, cfg.clone(), client, Some(guard));
+    let (handler, batchers) =
+        start_batchers(&cfg, client, Some(guard), &settings.mapping.writeback);
     tracing::info!(
         namespace = settings.amqp.namespace,
         hubspot = %settings.hubspot.base_url,
@@ -115,7 +116,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         max_batch = cfg.max_batch,
         "crm-writer starting"
     );
-    let handler = CrmWriterHandler::new(companies, deals);
     let result = Worker::new(
         broker,
         WorkQueue::CrmWriter,
@@ -130,7 +130,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // hold handles, and waiting for those would add to the drain the operator bounded. Hence a
     // short wait (their messages are redelivered).
     let batchers = async {
-        for task in [companies_task, deals_task] {
+        for task in batchers {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a batcher task failed");
             }
@@ -149,6 +149,34 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     broker_stop.cancel();
     result.context("crm-writer worker")
+}
+
+/// The handler and its two batchers (companies, deals); the tasks end once the handler is
+/// dropped and what was pending is written.
+pub fn start_batchers(
+    cfg: &CoalesceConfig,
+    client: HubSpotClient,
+    guard: Option<Arc<OrderingGuard>>,
+    writeback: &WritebackConfig,
+) -> (CrmWriterHandler, Vec<JoinHandle<()>>) {
+    let (companies, companies_task) = Batcher::start(
+        ObjectType::Companies,
+        cfg.clone(),
+        client.clone(),
+        guard.clone(),
+        SourceVersions::for_object(ObjectType::Companies, writeback),
+    );
+    let (deals, deals_task) = Batcher::start(
+        ObjectType::Deals,
+        cfg.clone(),
+        client,
+        guard,
+        SourceVersions::for_object(ObjectType::Deals, writeback),
+    );
+    (
+        CrmWriterHandler::new(companies, deals),
+        vec![companies_task, deals_task],
+    )
 }
 
 /// `crm-writer setup`: create the custom properties; the report says what was created.

@@ -15,6 +15,7 @@ pub const BATCH_UPDATES: &str = "l2l_crm_writer_batch_updates";
 pub const UPDATES: &str = "l2l_crm_writer_updates_total";
 /// Counter, label `object_type`: properties left out because a newer value was already applied.
 pub const STALE_PROPERTIES: &str = "l2l_crm_writer_stale_properties_total";
+const STALE_IN_HUBSPOT: &str = "l2l_crm_writer_stale_in_hubspot_total";
 /// Counter, label `step` (`prepare` | `commit`): Redis did not answer; the write went ahead
 /// without the ordering guard.
 pub const ORDERING_UNAVAILABLE: &str = "l2l_crm_writer_ordering_unavailable_total";
@@ -45,6 +46,13 @@ pub fn update(object_type: ObjectType, result: &'static str) {
 
 pub fn stale(object_type: ObjectType, properties: usize) {
     metrics::counter!(STALE_PROPERTIES, "object_type" => object_type.as_str())
+        .increment(properties as u64);
+}
+
+/// Properties left out because HubSpot holds a newer source time beside them (Redis did not
+/// know: restarted, failed over, or expired).
+pub fn stale_in_hubspot(object_type: ObjectType, properties: usize) {
+    metrics::counter!(STALE_IN_HUBSPOT, "object_type" => object_type.as_str())
         .increment(properties as u64);
 }
 

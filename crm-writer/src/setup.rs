@@ -181,6 +181,22 @@ pub fn wanted(w: &WritebackConfig) -> Vec<Wanted> {
             },
             object_type: ObjectType::Deals,
         },
+        Wanted {
+            object_type: ObjectType::Deals,
+            create: PropertyCreate {
+                property_type: PropertyType::Datetime,
+                field_type: FieldType::Date,
+                form_field: Some(false),
+                ..text(
+                    ObjectType::Deals,
+                    &w.deal_invoice_status_at,
+                    "Invoice status as of",
+                    "dealinformation",
+                    "When the invoice status became true in ERPNext. Written by lead2ledger with the status; an older status never replaces a newer one.",
+                )
+                .create
+            },
+        },
     ]
 }
 
@@ -276,7 +292,12 @@ mod tests {
                 ("deals", "acme_invoice_status"),
                 ("deals", "erpnext_sync_status"),
                 ("deals", "erpnext_sync_message"),
+                ("deals", "erpnext_invoice_status_at"),
             ]
+        );
+        assert_eq!(
+            (wanted[6].create.property_type, wanted[6].create.field_type),
+            (PropertyType::Datetime, FieldType::Date)
         );
         let message = &wanted[5].create;
         assert_eq!(

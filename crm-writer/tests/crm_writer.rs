@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use crm_writer::{Batcher, CoalesceConfig, CrmWriterHandler, OrderingGuard};
+use crm_writer::{CoalesceConfig, CrmWriterHandler, OrderingGuard};
 use l2l_tests::sim::erpnext::{ErpNextSim, ErpNextSimConfig, ErpNextSimHandle};
 use l2l_tests::sim::hubspot::{
     HubSpotSim, HubSpotSimConfig, HubSpotSimHandle, ObjectType as SimType,
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "demo-token";
 const PATCH_DEAL: &str = "PATCH /crm/v3/objects/deals/{id}";
 const BATCH_DEALS: &str = "POST /crm/v3/objects/deals/batch/update";
+const BATCH_READ_DEALS: &str = "POST /crm/v3/objects/deals/batch/read";
 
 /// A namespace, a HubSpot simulator with crm-writer's properties, and a publisher.
 struct Harness {
@@ -85,7 +86,7 @@ impl Harness {
             publisher_stop,
         };
         let report = crm_writer::run_setup(&h.ns.settings).await.expect("setup");
-        assert_eq!(report.created(), 6, "{report}");
+        assert_eq!(report.created(), 7, "{report}");
         h.sim.reset_calls();
         h
     }
@@ -216,6 +217,25 @@ fn update(
     }
 }
 
+/// One `crm.update_deal` through `handler`, as the runtime would deliver it.
+async fn handle_update(
+    handler: &CrmWriterHandler,
+    deal: &str,
+    properties: &[(&str, &str)],
+    at: DateTime<Utc>,
+) -> Result<Outcome, shared::runtime::HandlerError> {
+    let env = update(Kind::CrmUpdateDeal, deal, properties, at);
+    let envelope: Envelope = serde_json::from_slice(&env.to_json().expect("enc")).expect("dec");
+    handler
+        .handle(Incoming {
+            envelope,
+            routing_key: "crm.update_deal".into(),
+            attempt: 0,
+            redelivered: false,
+        })
+        .await
+}
+
 /// An invoice in the ERPNext simulator going Unpaid → Overdue → Paid: `(status, modified)` after
 /// each step, `modified` read as the mapper would (site time; the test only needs its order).
 async fn invoice_history() -> (ErpNextSimHandle, Vec<(String, DateTime<Utc>)>) {
@@ -310,8 +330,13 @@ async fn invoice_status_unpaid_overdue_paid_out_of_order_ends_paid() {
     assert_eq!(h.dlq_len().await, 0);
     let calls = h.sim.calls();
     println!("HubSpot calls: {:?}", calls.calls);
-    assert_eq!(calls.total, 1, "one coalesced PATCH: {:?}", calls.calls);
+    assert_eq!(
+        calls.total, 2,
+        "one read of the time HubSpot holds, one coalesced PATCH: {:?}",
+        calls.calls
+    );
     assert_eq!(calls.calls.get(PATCH_DEAL).copied(), Some(1));
+    assert_eq!(calls.calls.get(BATCH_READ_DEALS).copied(), Some(1));
     erp.shutdown().await;
     h.cleanup().await;
 }
@@ -326,28 +351,24 @@ async fn older_update_in_a_later_batch_is_skipped_and_redelivery_rewrites() {
     let deal = h.deals(1).remove(0);
     let handler = handler(&settings, Some(&settings.redis.url));
     let t = |s: i64| DateTime::from_timestamp(1_760_000_000 + s, 0).expect("time");
-    let handle = |status: &str, at| {
-        let env = update(Kind::CrmUpdateDeal, &deal, &[(prop.as_str(), status)], at);
-        let envelope: Envelope = serde_json::from_slice(&env.to_json().expect("enc")).expect("dec");
-        handler.handle(Incoming {
-            envelope,
-            routing_key: "crm.update_deal".into(),
-            attempt: 0,
-            redelivered: false,
-        })
-    };
-    assert_eq!(handle("paid", t(3)).await, Ok(Outcome::Done));
+    assert_eq!(
+        handle_update(&handler, &deal, &[(prop.as_str(), "paid")], t(3)).await,
+        Ok(Outcome::Done)
+    );
     assert!(matches!(
-        handle("unpaid", t(1)).await,
+        handle_update(&handler, &deal, &[(prop.as_str(), "unpaid")], t(1)).await,
         Ok(Outcome::Ignored { .. })
     ));
     assert!(matches!(
-        handle("overdue", t(2)).await,
+        handle_update(&handler, &deal, &[(prop.as_str(), "overdue")], t(2)).await,
         Ok(Outcome::Ignored { .. })
     ));
     assert_eq!(h.deal_property(&deal, &prop).as_deref(), Some("paid"));
     // The same fact again (a redelivery after a crash before the ack) is written again.
-    assert_eq!(handle("paid", t(3)).await, Ok(Outcome::Done));
+    assert_eq!(
+        handle_update(&handler, &deal, &[(prop.as_str(), "paid")], t(3)).await,
+        Ok(Outcome::Done)
+    );
     let calls = h.sim.calls();
     assert_eq!(
         calls.calls.get(PATCH_DEAL).copied(),
@@ -359,6 +380,67 @@ async fn older_update_in_a_later_batch_is_skipped_and_redelivery_rewrites() {
     h.cleanup().await;
 }
 
+/// Issue 16: "paid" is written; Redis then forgets (restarted empty, or a failover lost the
+/// recent writes); a late "unpaid" arrives (out of the retry ladder, or a replayed Frappe
+/// delivery). The deal stays paid: the status's source time is kept in HubSpot beside it. The
+/// same late "unpaid" with Redis unreachable is refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_unpaid_never_replaces_paid_even_after_redis_forgets() {
+    let h = Harness::new(HubSpotSimConfig::default()).await;
+    let settings = h.settings();
+    let w = &settings.mapping.writeback;
+    let (prop, at_prop) = (
+        w.deal_invoice_status.clone(),
+        w.deal_invoice_status_at.clone(),
+    );
+    let deal = h.deals(1).remove(0);
+    let t = |s: i64| DateTime::from_timestamp(1_760_000_000 + s, 250_000_000).expect("time");
+    let handler = handler(&settings, Some(&settings.redis.url));
+    assert_eq!(
+        handle_update(&handler, &deal, &[(prop.as_str(), "paid")], t(3)).await,
+        Ok(Outcome::Done)
+    );
+    assert_eq!(h.deal_property(&deal, &prop).as_deref(), Some("paid"));
+    assert_eq!(
+        h.deal_property(&deal, &at_prop).as_deref(),
+        Some("2025-10-09T08:53:23.250Z"),
+        "the status's ERPNext time is written beside it"
+    );
+
+    // Redis forgets everything this namespace remembered.
+    h.ns.cleanup_redis().await;
+    assert!(matches!(
+        handle_update(&handler, &deal, &[(prop.as_str(), "unpaid")], t(1)).await,
+        Ok(Outcome::Ignored { .. })
+    ));
+    assert_eq!(h.deal_property(&deal, &prop).as_deref(), Some("paid"));
+    drop(handler);
+
+    let without_redis = crate::handler(&settings, Some("redis://127.0.0.1:1"));
+    assert!(matches!(
+        handle_update(&without_redis, &deal, &[(prop.as_str(), "overdue")], t(2)).await,
+        Ok(Outcome::Ignored { .. })
+    ));
+    assert_eq!(h.deal_property(&deal, &prop).as_deref(), Some("paid"));
+    // A newer status still goes through.
+    assert_eq!(
+        handle_update(
+            &without_redis,
+            &deal,
+            &[(prop.as_str(), "credit_note_issued")],
+            t(4)
+        )
+        .await,
+        Ok(Outcome::Done)
+    );
+    assert_eq!(
+        h.deal_property(&deal, &prop).as_deref(),
+        Some("credit_note_issued")
+    );
+    drop(without_redis);
+    h.cleanup().await;
+}
+
 /// With Redis unreachable the write still happens (unguarded), it is not blocked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_still_writes() {
@@ -367,22 +449,8 @@ async fn redis_down_still_writes() {
     let prop = settings.mapping.writeback.deal_sales_order.clone();
     let deal = h.deals(1).remove(0);
     let handler = handler(&settings, Some("redis://127.0.0.1:1"));
-    let env = update(
-        Kind::CrmUpdateDeal,
-        &deal,
-        &[(prop.as_str(), "SO-0001")],
-        Utc::now(),
-    );
-    let envelope: Envelope = serde_json::from_slice(&env.to_json().expect("enc")).expect("dec");
     let started = Instant::now();
-    let outcome = handler
-        .handle(Incoming {
-            envelope,
-            routing_key: "crm.update_deal".into(),
-            attempt: 0,
-            redelivered: false,
-        })
-        .await;
+    let outcome = handle_update(&handler, &deal, &[(prop.as_str(), "SO-0001")], Utc::now()).await;
     assert_eq!(outcome, Ok(Outcome::Done));
     assert_eq!(h.deal_property(&deal, &prop).as_deref(), Some("SO-0001"));
     assert!(
@@ -413,14 +481,7 @@ fn handler(settings: &Settings, redis: Option<&str>) -> CrmWriterHandler {
         max_batch: 100,
         parallel: 2,
     };
-    let (companies, _) = Batcher::start(
-        ObjectType::Companies,
-        cfg.clone(),
-        client.clone(),
-        guard.clone(),
-    );
-    let (deals, _) = Batcher::start(ObjectType::Deals, cfg, client, guard);
-    CrmWriterHandler::new(companies, deals)
+    crm_writer::start_batchers(&cfg, client, guard, &settings.mapping.writeback).0
 }
 
 /// 500 deal updates against HubSpot's 100 requests / 10 s: all applied in a handful of
@@ -531,14 +592,9 @@ async fn tight_budget_no_429_and_bigger_batches() {
         )
         .expect("guard"),
     );
-    let (companies, companies_task) = Batcher::start(
-        ObjectType::Companies,
-        cfg.clone(),
-        client.clone(),
-        Some(guard.clone()),
-    );
-    let (deals_batcher, deals_task) = Batcher::start(ObjectType::Deals, cfg, client, Some(guard));
-    let handler = Arc::new(CrmWriterHandler::new(companies, deals_batcher));
+    let (handler, batchers) =
+        crm_writer::start_batchers(&cfg, client, Some(guard), &settings.mapping.writeback);
+    let handler = Arc::new(handler);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (i, d) in deals.iter().enumerate() {
@@ -566,8 +622,9 @@ async fn tight_budget_no_429_and_bigger_batches() {
     }
     let elapsed = started.elapsed();
     drop(handler);
-    companies_task.await.expect("companies batcher");
-    deals_task.await.expect("deals batcher");
+    for batcher in batchers {
+        batcher.await.expect("batcher");
+    }
     let calls = h.sim.calls();
     let batches = calls.calls.get(BATCH_DEALS).copied().unwrap_or(0);
     println!(
@@ -723,15 +780,15 @@ async fn setup_twice_changes_nothing_the_second_time() {
     ns.settings.hubspot.access_token = Some(SecretString::from(TOKEN));
     let first = crm_writer::run_setup(&ns.settings).await.expect("first");
     println!("{first}");
-    assert_eq!((first.created(), first.present()), (6, 0));
+    assert_eq!((first.created(), first.present()), (7, 0));
     let deal = sim
         .create_object(SimType::Deals, &[("dealname", "x")])
         .expect("deal");
     sim.reset_calls();
     let second = crm_writer::run_setup(&ns.settings).await.expect("second");
     println!("{second}");
-    assert_eq!((second.created(), second.present()), (0, 6), "{second}");
-    assert!(second.to_string().contains("0 created, 6 already present"));
+    assert_eq!((second.created(), second.present()), (0, 7), "{second}");
+    assert!(second.to_string().contains("0 created, 7 already present"));
     assert!(!second.to_string().contains("WARNING"), "{second}");
     let calls = sim.calls();
     assert_eq!(calls.total, 2, "two listings, no create: {calls:?}");

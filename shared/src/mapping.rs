@@ -356,6 +356,9 @@ pub struct WritebackConfig {
     pub deal_sales_order_url: String,
     /// Deal property: the status of the deal's latest Sales Invoice (see [`INVOICE_STATUSES`]).
     pub deal_invoice_status: String,
+    /// Deal property (datetime): when that status became true in ERPNext. Written with the
+    /// status; crm-writer never writes a status older than it, whatever Redis remembers.
+    pub deal_invoice_status_at: String,
     /// Deal property: `synced` | `needs_review` | `error`.
     pub deal_sync_status: String,
     /// Deal property: the short reason behind `needs_review` or `error`; empty when `synced`.
@@ -371,6 +374,7 @@ impl Default for WritebackConfig {
             deal_sales_order: "erpnext_sales_order".into(),
             deal_sales_order_url: "erpnext_sales_order_url".into(),
             deal_invoice_status: "invoice_status".into(),
+            deal_invoice_status_at: "erpnext_invoice_status_at".into(),
             deal_sync_status: "erpnext_sync_status".into(),
             deal_sync_message: "erpnext_sync_message".into(),
             erpnext_app_url: None,
@@ -380,12 +384,13 @@ impl Default for WritebackConfig {
 
 impl WritebackConfig {
     /// Every property name lead2ledger writes; a webhook about one of them is our own echo.
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.company_customer_id,
             &self.deal_sales_order,
             &self.deal_sales_order_url,
             &self.deal_invoice_status,
+            &self.deal_invoice_status_at,
             &self.deal_sync_status,
             &self.deal_sync_message,
         ]
@@ -674,6 +679,10 @@ impl MappingConfig {
             ("writeback.deal_sales_order", &w.deal_sales_order),
             ("writeback.deal_sales_order_url", &w.deal_sales_order_url),
             ("writeback.deal_invoice_status", &w.deal_invoice_status),
+            (
+                "writeback.deal_invoice_status_at",
+                &w.deal_invoice_status_at,
+            ),
             ("writeback.deal_sync_status", &w.deal_sync_status),
             ("writeback.deal_sync_message", &w.deal_sync_message),
         ] {
@@ -683,6 +692,7 @@ impl MappingConfig {
             &w.deal_sales_order,
             &w.deal_sales_order_url,
             &w.deal_invoice_status,
+            &w.deal_invoice_status_at,
             &w.deal_sync_status,
             &w.deal_sync_message,
         ];

@@ -121,18 +121,39 @@ impl TestNamespace {
             delete_namespace(&self.settings.amqp.url, &self.names(), &self.topology()),
         )
         .await;
-        if let Ok(client) = redis::Client::open(self.settings.redis.url.as_str())
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-        {
-            let pattern = format!("{}:*", self.settings.amqp.namespace);
-            let keys: Vec<String> = redis::cmd("KEYS")
+        self.cleanup_redis().await;
+    }
+
+    /// Delete every Redis key of the namespace (found with `SCAN`, never `KEYS`, which blocks a
+    /// shared Redis): what a Redis restarted empty looks like to this namespace.
+    pub async fn cleanup_redis(&self) {
+        let Ok(client) = redis::Client::open(self.settings.redis.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let pattern = format!("{}:*", self.settings.amqp.namespace);
+        let mut cursor: u64 = 0;
+        loop {
+            let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
                 .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .unwrap_or_default();
+            else {
+                return;
+            };
             if !keys.is_empty() {
                 let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
             }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
         }
     }
 }
