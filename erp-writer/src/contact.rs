@@ -25,8 +25,8 @@ use crate::customer::{CUSTOMER, Upserted};
 use crate::diff::{changes, put_opt, same};
 use crate::error::StepError;
 use crate::metrics;
-use crate::site::ErpSite;
-use crate::upsert::{Change, grouped};
+use crate::site::{ErpSite, SOURCE_VERSION, source_version};
+use crate::upsert::{Change, grouped, judged};
 
 pub const CONTACT: &str = "Contact";
 /// The unique custom field a Contact is keyed by.
@@ -41,6 +41,8 @@ const CONTACT_FIELDS: &[&str] = &[
     "phone",
     "is_primary_contact",
     "modified",
+    "modified_by",
+    SOURCE_VERSION,
 ];
 
 /// The Contact's links, from the `Dynamic Link` rows the list joins (one row per link; Frappe
@@ -112,6 +114,7 @@ pub fn lookup_key(spec: &ContactSpec) -> String {
 pub fn contact_body(spec: &ContactSpec, customer: Option<&str>) -> Value {
     let mut body = scalar_fields(spec);
     body.insert(CONTACT_KEY.into(), json!(spec.hubspot_contact_id));
+    body.insert(SOURCE_VERSION.into(), json!(source_version(spec.modified)));
     if let Some(email) = clean(spec.email_id.as_deref()) {
         body.insert(
             "email_ids".into(),
@@ -207,16 +210,22 @@ pub async fn refresh_contact(
     }
     let needs_link = customer.is_some_and(|c| !known.linked_to(c));
     let listed_diff = changes(&known.row, &desired);
-    let newer = site.hubspot_is_newer(spec.modified, known.row.modified());
-    if !needs_link && (listed_diff.is_empty() || !newer) {
-        let change = if listed_diff.is_empty() {
-            Change::Unchanged
-        } else {
-            tracing::info!(contact = %name, "ERPNext Contact is newer than the HubSpot change; not overwriting it");
-            Change::Stale
-        };
-        metrics::step(CONTACT, change.label());
-        return Ok(change);
+    let listed = if listed_diff.is_empty() {
+        Change::Unchanged
+    } else {
+        judged(
+            site,
+            CONTACT,
+            &known.row,
+            &listed_diff,
+            spec.modified,
+            &what,
+        )
+        .await?
+    };
+    if !needs_link && listed != Change::Updated {
+        metrics::step(CONTACT, listed.label());
+        return Ok(listed);
     }
 
     // The list row has no child tables; the full document does, and they are rewritten whole.
@@ -246,12 +255,14 @@ pub async fn refresh_contact(
         }
     }
     let diff = changes(&full, &desired);
-    let fields_change = if diff.is_empty() {
-        Change::Unchanged
-    } else if !site.hubspot_is_newer(spec.modified, full.modified()) {
-        tracing::info!(contact = %name, "ERPNext Contact is newer than the HubSpot change; not overwriting it");
-        Change::Stale
+    let fields_change = if diff.is_empty() || listed != Change::Updated {
+        if diff.is_empty() {
+            Change::Unchanged
+        } else {
+            listed
+        }
     } else {
+        update.insert(SOURCE_VERSION.into(), json!(source_version(spec.modified)));
         for (k, v) in diff {
             match k.as_str() {
                 // Frappe derives `email_id`/`phone` from the primary child rows.

@@ -21,8 +21,8 @@ use shared::erpnext::{Doc, ListQuery};
 use crate::diff::{changes, put_opt};
 use crate::error::StepError;
 use crate::metrics;
-use crate::site::ErpSite;
-use crate::upsert::{Change, Key, by_field, find_or_insert, grouped};
+use crate::site::{ErpSite, SOURCE_VERSION, source_version};
+use crate::upsert::{Change, Key, by_field, find_or_insert, grouped, judged};
 
 pub const CUSTOMER: &str = "Customer";
 pub const ADDRESS: &str = "Address";
@@ -39,6 +39,8 @@ const CUSTOMER_FIELDS: &[&str] = &[
     "website",
     "tax_id",
     "modified",
+    "modified_by",
+    SOURCE_VERSION,
 ];
 
 const ADDRESS_FIELDS: &[&str] = &[
@@ -55,6 +57,8 @@ const ADDRESS_FIELDS: &[&str] = &[
     "phone",
     ADDRESS_KEY,
     "modified",
+    "modified_by",
+    SOURCE_VERSION,
 ];
 
 /// The Address's links, from the `Dynamic Link` rows a list joins (one row per link).
@@ -100,6 +104,7 @@ pub async fn upsert_customer(
     body.insert("customer_group".into(), json!(spec.customer_group));
     body.insert("territory".into(), json!(spec.territory));
     body.insert("hubspot_company_id".into(), json!(spec.hubspot_company_id));
+    body.insert(SOURCE_VERSION.into(), json!(source_version(spec.modified)));
     put_opt(
         &mut body,
         "default_currency",
@@ -210,9 +215,18 @@ pub fn address_key(hubspot_company_id: &str, address_type: &str) -> String {
 }
 
 /// A new Address of `spec`, keyed `key`, linked to `customer`, its primary address.
-pub fn address_body(customer: &str, key: &str, spec: &AddressSpec) -> Value {
+pub fn address_body(
+    customer: &str,
+    key: &str,
+    spec: &AddressSpec,
+    hubspot_modified: DateTime<Utc>,
+) -> Value {
     let mut body = address_fields(spec);
     body.insert(ADDRESS_KEY.into(), json!(key));
+    body.insert(
+        SOURCE_VERSION.into(),
+        json!(source_version(hubspot_modified)),
+    );
     body.insert("is_primary_address".into(), json!(1));
     body.insert(
         "links".into(),
@@ -325,7 +339,10 @@ pub async fn ensure_address(
     let what = format!("{} Address of Customer {customer}", spec.address_type);
     match site
         .client
-        .insert(ADDRESS, &address_body(customer, key, spec))
+        .insert(
+            ADDRESS,
+            &address_body(customer, key, spec, hubspot_modified),
+        )
         .await
     {
         Ok(doc) => {
@@ -403,19 +420,16 @@ pub async fn refresh_address(
         let diff = changes(&known.row, &address_fields(spec));
         let mut change = if diff.is_empty() {
             Change::Unchanged
-        } else if !site.hubspot_is_newer(hubspot_modified, known.row.modified()) {
-            tracing::info!(
-                doctype = ADDRESS,
-                name,
-                erpnext_modified = known.row.modified().unwrap_or_default(),
-                hubspot_modified = %hubspot_modified,
-                fields = ?diff.keys().collect::<Vec<_>>(),
-                "ERPNext document is newer than the HubSpot change; not overwriting it"
-            );
-            Change::Stale
         } else {
-            update.extend(diff);
-            Change::Updated
+            let change = judged(site, ADDRESS, &known.row, &diff, hubspot_modified, &what).await?;
+            if change == Change::Updated {
+                update.extend(diff);
+                update.insert(
+                    SOURCE_VERSION.into(),
+                    json!(source_version(hubspot_modified)),
+                );
+            }
+            change
         };
         if !update.is_empty() {
             match site
@@ -427,7 +441,7 @@ pub async fn refresh_address(
                     if adopt {
                         tracing::info!(address = %name, key, "Address synced before it had a key adopted");
                     }
-                    if change != Change::Stale {
+                    if !matches!(change, Change::Stale | Change::Review) {
                         change = Change::Updated;
                     }
                 }
@@ -491,25 +505,22 @@ pub(crate) async fn refresh(
     hubspot_modified: DateTime<Utc>,
     what: &str,
 ) -> Result<Change, StepError> {
-    let diff = changes(existing, desired);
+    let mut diff = changes(existing, desired);
     let change = if diff.is_empty() {
         Change::Unchanged
-    } else if !site.hubspot_is_newer(hubspot_modified, existing.modified()) {
-        tracing::info!(
-            doctype,
-            name = existing.name(),
-            erpnext_modified = existing.modified().unwrap_or_default(),
-            hubspot_modified = %hubspot_modified,
-            fields = ?diff.keys().collect::<Vec<_>>(),
-            "ERPNext document is newer than the HubSpot change; not overwriting it"
-        );
-        Change::Stale
     } else {
-        site.client
-            .update(doctype, existing.name(), &Value::Object(diff))
-            .await
-            .map_err(|e| StepError::erp(what, e))?;
-        Change::Updated
+        let change = judged(site, doctype, existing, &diff, hubspot_modified, what).await?;
+        if change == Change::Updated {
+            diff.insert(
+                SOURCE_VERSION.into(),
+                json!(source_version(hubspot_modified)),
+            );
+            site.client
+                .update(doctype, existing.name(), &Value::Object(diff))
+                .await
+                .map_err(|e| StepError::erp(what, e))?;
+        }
+        change
     };
     metrics::step(doctype, change.label());
     Ok(change)

@@ -43,16 +43,10 @@ pub use handler::{ErpWriterHandler, Guards};
 pub use site::ErpSite;
 pub use sync_deal::apply_sync_deal;
 
-/// The ERPNext site of `settings`: client and time zone.
+/// The ERPNext site of `settings`.
 pub fn site(settings: &Settings) -> anyhow::Result<ErpSite> {
     let client = ErpNextClient::new(&settings.erpnext).context("building the ERPNext client")?;
-    let time_zone = settings.erpnext.time_zone.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "erpnext.time_zone {:?} is not an IANA time zone",
-            settings.erpnext.time_zone
-        )
-    })?;
-    Ok(ErpSite::new(client, time_zone))
+    Ok(ErpSite::new(client))
 }
 
 /// Consume the `erp-writer` queue until `shutdown`, then drain in-flight commands and return.

@@ -10,7 +10,8 @@
 //!   `Sales Order.hubspot_deal_id` (on every revision; copied onto the Sales Invoice by
 //!   ERPNext's order → invoice mapping because the Invoice has a field of the same name),
 //!   `Sales Order.hubspot_deal_key` (unique, not copied into amendments: the creation guard),
-//!   `Sales Invoice.hubspot_deal_id`.
+//!   `Sales Invoice.hubspot_deal_id`, and `hubspot_modified_at` on Customer, Contact, Address
+//!   and Sales Order (the HubSpot version each was written from).
 //! - Webhooks: Sales Invoice `on_submit`, `on_change` (the Paid transition: `on_update_after_submit`
 //!   never fires in Frappe 15), `on_cancel`, Customer `after_insert`, and Sales Order `on_cancel`
 //!   and `after_insert` of an amendment, each posting to
@@ -220,16 +221,13 @@ pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
         insert_after: "hubspot_deal_id",
         no_copy: true,
     },
-    // The HubSpot version the order was written from (`site::SOURCE_VERSION`): newer-wins
-    // compares HubSpot time with HubSpot time. Not copied: an amendment is a human's document.
-    CustomFieldSpec {
-        dt: "Sales Order",
-        fieldname: "hubspot_modified_at",
-        label: "HubSpot Modified At",
-        unique: false,
-        insert_after: "hubspot_deal_key",
-        no_copy: true,
-    },
+    // The HubSpot version each record was written from (`site::SOURCE_VERSION`): newer-wins
+    // compares HubSpot time with HubSpot time. Not copied: a duplicate or an amendment is a
+    // person's document.
+    version_field("Customer", "hubspot_company_id"),
+    version_field("Contact", "hubspot_contact_id"),
+    version_field("Address", "hubspot_address_key"),
+    version_field("Sales Order", "hubspot_deal_key"),
     CustomFieldSpec {
         dt: "Sales Invoice",
         fieldname: "hubspot_deal_id",
@@ -239,6 +237,17 @@ pub const CUSTOM_FIELDS: &[CustomFieldSpec] = &[
         no_copy: false,
     },
 ];
+
+const fn version_field(dt: &'static str, insert_after: &'static str) -> CustomFieldSpec {
+    CustomFieldSpec {
+        dt,
+        fieldname: crate::site::SOURCE_VERSION,
+        label: "HubSpot Modified At",
+        unique: false,
+        insert_after,
+        no_copy: true,
+    }
+}
 
 impl CustomFieldSpec {
     /// Every field setup owns on the Custom Field document (`dt` and `fieldname` are its

@@ -1,21 +1,15 @@
-//! The ERPNext site as the steps see it: the client plus the site's clock.
+//! The ERPNext site as the steps see it: the client, and what a process caches about the site
+//! (tax templates, the API user).
 //!
-//! ERPNext stamps documents with a naive site-local `modified` (`2026-11-24 12:17:35.284407`),
-//! HubSpot with UTC instants. DESIGN §5 asks writers to compare the two so an older HubSpot change
-//! never overwrites a newer ERPNext document; that needs the site's time zone
-//! (`erpnext.time_zone`). It also holds what a process caches about the site (tax templates, the
-//! API user).
-//!
-//! Documents lead2ledger keeps following HubSpot (draft Sales Orders) also carry the HubSpot
-//! version they were written from ([`SOURCE_VERSION`]), so "older never overwrites newer"
-//! compares HubSpot time with HubSpot time ([`ErpSite::judge`]): ERPNext's own `modified` is set
-//! by our own writes too, and comparing it with HubSpot's clock judged a newer deal change
-//! "stale" whenever our insert of an older one happened after it.
+//! Every document lead2ledger writes carries the HubSpot version it was written from
+//! ([`SOURCE_VERSION`]), so "older never overwrites newer" compares HubSpot time with HubSpot
+//! time ([`ErpSite::judge`]). It used to compare HubSpot's time with ERPNext's `modified`, in the
+//! site's time zone; but our own writes set `modified`, so a newer deal change was judged stale
+//! whenever our insert of an older one happened after it, and two servers' clocks were compared.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, SubsecRound, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use shared::erpnext::{Doc, ErpNextClient, ErpNextError};
 use tokio::sync::OnceCell;
 
@@ -24,7 +18,6 @@ use crate::taxes::TaxTemplates;
 #[derive(Debug, Clone)]
 pub struct ErpSite {
     pub client: ErpNextClient,
-    pub time_zone: Tz,
     /// Tax template rows, cached for every command this process applies.
     pub taxes: TaxTemplates,
     /// The user our API key acts as (`modified_by` of what we write), asked once.
@@ -61,10 +54,9 @@ pub fn stored_version(doc: &Doc) -> Option<DateTime<Utc>> {
 }
 
 impl ErpSite {
-    pub fn new(client: ErpNextClient, time_zone: Tz) -> Self {
+    pub fn new(client: ErpNextClient) -> Self {
         Self {
             client,
-            time_zone,
             taxes: TaxTemplates::default(),
             user: Arc::new(OnceCell::new()),
         }
@@ -106,81 +98,30 @@ impl ErpSite {
         }
         Ok(Judgement::Apply)
     }
-
-    /// ERPNext's naive `modified` as a UTC instant; `None` when missing or unparseable.
-    pub fn erp_instant(&self, modified: Option<&str>) -> Option<DateTime<Utc>> {
-        let raw = modified?.trim();
-        let naive = NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S%.f")
-            .or_else(|_| NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f"))
-            .ok()?;
-        // A time in a DST gap does not exist; one in an overlap is ambiguous: take the earlier
-        // reading, which only ever lets a HubSpot change through, never blocks one.
-        self.time_zone
-            .from_local_datetime(&naive)
-            .earliest()
-            .map(|t| t.with_timezone(&Utc))
-    }
-
-    /// Whether a HubSpot change at `hubspot_modified` is newer than ERPNext's last write
-    /// (`erp_modified`). An unknown ERPNext time counts as older: applying is the safe default
-    /// for a document we cannot date.
-    pub fn hubspot_is_newer(
-        &self,
-        hubspot_modified: DateTime<Utc>,
-        erp_modified: Option<&str>,
-    ) -> bool {
-        match self.erp_instant(erp_modified) {
-            Some(erp) => hubspot_modified > erp,
-            None => true,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use shared::erpnext::ErpNextClient;
+    use serde_json::json;
 
     use super::*;
 
-    fn site(tz: &str) -> ErpSite {
-        let client = ErpNextClient::with_token(
-            &url::Url::parse("http://erp.test").expect("url"),
-            "k",
-            "s",
-            Duration::from_secs(1),
-            1,
-        )
-        .expect("client");
-        ErpSite::new(client, tz.parse().expect("tz"))
-    }
-
     #[test]
-    fn site_time_is_converted_with_the_site_zone() {
-        let s = site("America/New_York");
-        let t = s
-            .erp_instant(Some("2026-11-24 12:17:35.284407"))
-            .expect("parses");
-        assert_eq!(t.to_rfc3339(), "2026-11-24T17:17:35.284407+00:00");
-        assert_eq!(
-            site("UTC")
-                .erp_instant(Some("2026-11-24 12:17:35"))
-                .expect("parses")
-                .to_rfc3339(),
-            "2026-11-24T12:17:35+00:00"
-        );
-        assert_eq!(s.erp_instant(Some("yesterday")), None);
-    }
-
-    #[test]
-    fn newer_compares_instants_not_wall_clocks() {
-        let s = site("America/New_York");
-        // 12:30 New York is 17:30 UTC: a HubSpot change at 17:00 UTC is older.
-        let hs = "2026-11-24T17:00:00Z".parse::<DateTime<Utc>>().expect("ts");
-        assert!(!s.hubspot_is_newer(hs, Some("2026-11-24 12:30:00.000000")));
-        let hs = "2026-11-24T17:31:00Z".parse::<DateTime<Utc>>().expect("ts");
-        assert!(s.hubspot_is_newer(hs, Some("2026-11-24 12:30:00.000000")));
-        assert!(s.hubspot_is_newer(hs, None));
+    fn versions_round_trip_at_microseconds() {
+        let t = "2026-11-24T17:17:35.284407123Z"
+            .parse::<DateTime<Utc>>()
+            .expect("ts");
+        let stored = source_version(t);
+        assert_eq!(stored, "2026-11-24T17:17:35.284407Z");
+        let doc = Doc(json!({"name": "SO-1", SOURCE_VERSION: stored})
+            .as_object()
+            .cloned()
+            .unwrap_or_default());
+        assert_eq!(stored_version(&doc), Some(t.trunc_subsecs(6)));
+        let none = Doc(json!({"name": "SO-1"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default());
+        assert_eq!(stored_version(&none), None);
     }
 }

@@ -76,15 +76,37 @@ async fn steps(
         customer: customer.name.clone(),
         created: customer.change.created(),
     });
+    // Records a person edited in ERPNext that HubSpot changed too: left as they are.
+    let mut reviews = Vec::new();
+    if customer.change == Change::Review {
+        reviews.push(format!("Customer {}", customer.name));
+    }
 
-    let (address, contact) = address_and_contacts(site, cmd, &customer, applied).await?;
+    let (address, contact) =
+        address_and_contacts(site, cmd, &customer, applied, &mut reviews).await?;
     let parties = Parties {
         customer: &customer.name,
         address: address.as_deref(),
         contact: contact.as_deref(),
         new_customer: customer.change.created(),
     };
-    applied.push(upsert_sales_order(site, cmd, &parties).await?);
+    let order = upsert_sales_order(site, cmd, &parties).await?;
+    let review = match (&order, reviews.is_empty()) {
+        (ErpOutcome::SalesOrderUpserted { sales_order, .. }, false) => {
+            Some(ErpOutcome::SalesOrderConflict {
+                hubspot_deal_id: cmd.hubspot_deal_id.clone(),
+                sales_order: sales_order.clone(),
+                reason: format!(
+                    "{} edited in ERPNext after lead2ledger last wrote it, and changed in \
+                     HubSpot since; left as it is: compare it with HubSpot",
+                    reviews.join(", ")
+                ),
+            })
+        }
+        _ => None,
+    };
+    applied.push(order);
+    applied.extend(review);
     Ok(())
 }
 
@@ -96,6 +118,7 @@ async fn address_and_contacts(
     cmd: &SyncDeal,
     customer: &Upserted,
     applied: &mut Vec<ErpOutcome>,
+    reviews: &mut Vec<String>,
 ) -> Result<(Option<String>, Option<String>), StepError> {
     let company = &cmd.customer.hubspot_company_id;
     let key = cmd
@@ -133,7 +156,7 @@ async fn address_and_contacts(
         (Some(spec), Some(key)) if address_found.is_none() => {
             batch.push(NewDoc {
                 doctype: ADDRESS,
-                body: address_body(&customer.name, key, spec),
+                body: address_body(&customer.name, key, spec, cmd.customer.modified),
             });
             true
         }
@@ -180,6 +203,9 @@ async fn address_and_contacts(
                 }
                 (None, None) => ensure_address(site, &customer.name, key, spec, modified).await?,
             };
+            if a.change == Change::Review {
+                reviews.push(format!("Address {}", a.name));
+            }
             applied.push(ErpOutcome::AddressUpserted {
                 hubspot_company_id: company.clone(),
                 address: a.name.clone(),
@@ -213,6 +239,9 @@ async fn address_and_contacts(
                 c
             }
         };
+        if c.change == Change::Review {
+            reviews.push(format!("Contact {}", c.name));
+        }
         applied.push(ErpOutcome::ContactUpserted {
             hubspot_contact_id: spec.hubspot_contact_id.clone(),
             contact: c.name.clone(),

@@ -20,11 +20,12 @@
 //! `insert_many_unique_conflict_rolls_back.json`). A unique conflict in a batch does not say
 //! which record exists, so the caller then looks each one up and inserts the missing ones alone.
 
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
 use shared::erpnext::{Doc, ListQuery};
 
 use crate::error::StepError;
-use crate::site::ErpSite;
+use crate::site::{ErpSite, Judgement};
 
 /// Frappe's whitelisted batch insert (at most 200 documents, one transaction).
 pub const INSERT_MANY: &str = "frappe.client.insert_many";
@@ -35,8 +36,11 @@ pub enum Change {
     Created,
     Updated,
     Unchanged,
-    /// ERPNext's document is newer than the HubSpot change: left alone.
+    /// The document was written from this HubSpot version or a newer one: left alone.
     Stale,
+    /// Someone else saved the document after lead2ledger last wrote it, and HubSpot changed
+    /// too: left as it is, and the deal is flagged for review.
+    Review,
 }
 
 impl Change {
@@ -46,6 +50,7 @@ impl Change {
             Change::Updated => "updated",
             Change::Unchanged => "unchanged",
             Change::Stale => "stale",
+            Change::Review => "needs_review",
         }
     }
 
@@ -258,6 +263,50 @@ pub fn grouped(rows: Vec<Doc>, child: &[&str]) -> Vec<(Doc, Vec<Doc>)> {
         }
     }
     out
+}
+
+/// Whether HubSpot's change at `hubspot_modified`, which differs from `doc` in `diff`, may be
+/// written ([`Change::Updated`]), is older than what `doc` was written from ([`Change::Stale`]),
+/// or meets a human edit ([`Change::Review`]); the last two are logged with the fields.
+pub(crate) async fn judged(
+    site: &ErpSite,
+    doctype: &'static str,
+    doc: &Doc,
+    diff: &Map<String, Value>,
+    hubspot_modified: DateTime<Utc>,
+    what: &str,
+) -> Result<Change, StepError> {
+    let fields: Vec<&String> = diff.keys().collect();
+    match site
+        .judge(doc, hubspot_modified)
+        .await
+        .map_err(|e| StepError::erp(what, e))?
+    {
+        Judgement::Apply => Ok(Change::Updated),
+        Judgement::Stale { stored } => {
+            tracing::info!(
+                doctype,
+                name = doc.name(),
+                written_from = %stored,
+                hubspot_modified = %hubspot_modified,
+                ?fields,
+                "written from this HubSpot version or a newer one; not overwriting it"
+            );
+            Ok(Change::Stale)
+        }
+        Judgement::EditedInErpNext { by, at } => {
+            tracing::warn!(
+                doctype,
+                name = doc.name(),
+                edited_by = %by,
+                edited_at = %at,
+                hubspot_modified = %hubspot_modified,
+                ?fields,
+                "edited in ERPNext after lead2ledger wrote it, and changed in HubSpot since; left as it is, the deal needs review"
+            );
+            Ok(Change::Review)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -46,11 +46,11 @@ fn header<'a>(d: &'a WebhookDelivery, name: &str) -> Option<&'a str> {
 async fn setup_twice_creates_everything_then_changes_nothing() {
     let (w, settings) = bare_site().await;
     let first = erp_writer::run_setup(&settings).await.expect("first setup");
-    assert_eq!(first.count(Action::Created), 13, "{first}");
+    assert_eq!(first.count(Action::Created), 16, "{first}");
     assert!(
         first
             .to_string()
-            .ends_with("13 created, 0 updated, 0 unchanged"),
+            .ends_with("16 created, 0 updated, 0 unchanged"),
         "{first}"
     );
 
@@ -59,7 +59,7 @@ async fn setup_twice_creates_everything_then_changes_nothing() {
         .await
         .expect("second setup");
     assert!(second.unchanged(), "{second}");
-    assert_eq!(second.rows.len(), 13);
+    assert_eq!(second.rows.len(), 16);
     assert!(
         second.rows.iter().all(|r| r.result() == "unchanged"),
         "{second}"
@@ -262,7 +262,7 @@ async fn setup_corrects_every_owned_field_that_drifted_and_says_which() {
 
     let report = erp_writer::run_setup(&settings).await.expect("setup again");
     assert_eq!(report.count(Action::Updated), 3, "{report}");
-    assert_eq!(report.count(Action::Unchanged), 10, "{report}");
+    assert_eq!(report.count(Action::Unchanged), 13, "{report}");
     let result = |name: &str| report.row(name).expect(name).result();
     assert_eq!(
         result("lead2ledger-sales-invoice-on-change"),
@@ -282,7 +282,7 @@ async fn setup_corrects_every_owned_field_that_drifted_and_says_which() {
     );
     let text = report.to_string();
     assert!(
-        text.ends_with("0 created, 3 updated, 10 unchanged"),
+        text.ends_with("0 created, 3 updated, 13 unchanged"),
         "{text}"
     );
 
@@ -397,7 +397,7 @@ async fn a_rotated_webhook_secret_is_written_and_ingest_accepts_the_deliveries()
             "{report}"
         );
     }
-    assert_eq!(report.count(Action::Unchanged), 7, "{report}");
+    assert_eq!(report.count(Action::Unchanged), 10, "{report}");
     assert!(!report.to_string().contains(NEW_SECRET), "{report}");
 
     w.sim.clear_webhook_deliveries();
@@ -461,7 +461,7 @@ async fn setup_refuses_a_site_in_another_time_zone_before_writing_anything() {
     let report = erp_writer::run_setup(&settings)
         .await
         .expect("alias accepted");
-    assert_eq!(report.count(Action::Created), 13, "{report}");
+    assert_eq!(report.count(Action::Created), 16, "{report}");
     w.cleanup().await;
 }
 

@@ -368,6 +368,85 @@ async fn a_draft_edited_in_erpnext_is_flagged_for_review_not_overwritten() {
     w.cleanup().await;
 }
 
+/// Issue 16: the Customer and a Contact a person edited in ERPNext after lead2ledger wrote them
+/// are left as they are when the company and the contact change in HubSpot too, and the deal is
+/// flagged for review naming both; the untouched Address follows HubSpot. A company change read
+/// before the last sync but arriving after it (older source time) changes nothing, although
+/// ERPNext's `modified` is older than it.
+#[tokio::test]
+async fn customers_and_contacts_edited_in_erpnext_flag_the_deal_and_keep_the_edit() {
+    let w = World::start().await;
+    let site = w.site();
+    let t0 = Utc::now() - ChronoDuration::seconds(60);
+    let mut cmd = deal("edits");
+    cmd.customer.modified = t0;
+    for c in &mut cmd.contacts {
+        c.modified = t0;
+    }
+    apply_sync_deal(&site, &cmd).await.expect("synced");
+    let customer = w.docs_where("Customer", "hubspot_company_id", "co-edits")[0].clone();
+    let contact = w.docs_where("Contact", "hubspot_contact_id", "ct-edits-1")[0].clone();
+    w.sim
+        .edit_as(
+            "Customer",
+            str_of(&customer, "name"),
+            "clerk@example.com",
+            json!({"website": "https://clerk.example"}),
+        )
+        .expect("clerk edits the customer");
+    w.sim
+        .edit_as(
+            "Contact",
+            str_of(&contact, "name"),
+            "clerk@example.com",
+            json!({"first_name": "Personne"}),
+        )
+        .expect("clerk edits the contact");
+
+    // An older company version that arrives late: nothing changes, nothing is flagged.
+    let mut late = cmd.clone();
+    late.customer.modified = t0 - ChronoDuration::seconds(30);
+    late.customer.website = Some("https://late.example".into());
+    let outcomes = apply_sync_deal(&site, &late).await.expect("late");
+    assert!(
+        !outcomes
+            .iter()
+            .any(|o| matches!(o, ErpOutcome::SalesOrderConflict { .. })),
+        "{outcomes:?}"
+    );
+
+    let mut newer = cmd.clone();
+    let t1 = Utc::now();
+    newer.customer.modified = t1;
+    newer.customer.website = Some("https://hubspot.example".into());
+    newer.contacts[0].modified = t1;
+    newer.contacts[0].first_name = "Persona".into();
+    newer.address.as_mut().expect("address").city = "Springfield".into();
+    let outcomes = apply_sync_deal(&site, &newer).await.expect("an outcome");
+    match outcomes.last() {
+        Some(ErpOutcome::SalesOrderConflict { reason, .. }) => {
+            assert!(
+                reason.contains(&format!("Customer {}", str_of(&customer, "name")))
+                    && reason.contains(&format!("Contact {}", str_of(&contact, "name")))
+                    && !reason.contains("Address"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected the deal flagged, got {other:?}"),
+    }
+    let kept = &w.docs_where("Customer", "hubspot_company_id", "co-edits")[0];
+    assert_eq!(str_of(kept, "website"), "https://clerk.example");
+    let kept = &w.docs_where("Contact", "hubspot_contact_id", "ct-edits-1")[0];
+    assert_eq!(str_of(kept, "first_name"), "Personne");
+    let address = &w.docs("Address")[0];
+    assert_eq!(str_of(address, "city"), "Springfield");
+    assert_eq!(
+        str_of(address, "hubspot_modified_at"),
+        erp_writer::site::source_version(t1)
+    );
+    w.cleanup().await;
+}
+
 #[tokio::test]
 async fn customer_fields_are_refreshed_only_by_newer_hubspot_changes() {
     let w = World::start().await;
