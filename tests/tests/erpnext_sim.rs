@@ -2365,6 +2365,41 @@ async fn a_held_insert_commits_after_its_client_gave_up() {
     fx.sim.shutdown().await;
 }
 
+/// ERPNext keeps a row's `rate` at the currency's precision, rounding ties to even (Frappe's
+/// "Banker's Rounding"): 19.995 → 20.0, 0.125 → 0.12, 0.135 → 0.14; numbers sent as strings are
+/// cast. A fractional quantity of a whole-number UOM ("Nos") is refused with the fix.
+#[tokio::test]
+async fn row_rates_are_kept_at_currency_precision_and_whole_number_uoms_refuse_fractions() {
+    let fx = Fx::live().await;
+    fx.sim.set_series("SAL-ORD-2026-", 39);
+    let file = "sales_order_insert_rates_rounded_to_currency_precision.json";
+    let order = fx.replay_live(file).await;
+    let rows = |doc: &Value| -> Vec<(Value, Value, Value)> {
+        doc["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| (r["qty"].clone(), r["rate"].clone(), r["amount"].clone()))
+            .collect()
+    };
+    assert_eq!(
+        rows(&order["data"]),
+        rows(&live(file)["response"]["body"]["data"]),
+        "{file}"
+    );
+    assert_eq!(
+        rows(&order["data"]),
+        vec![
+            (json!(3.0), json!(20.0), json!(60.0)),
+            (json!(1.0), json!(0.12), json!(0.12)),
+            (json!(2.0), json!(0.14), json!(0.28)),
+        ]
+    );
+    fx.replay_live("sales_order_insert_fractional_qty_of_whole_number_uom.json")
+        .await;
+    fx.sim.shutdown().await;
+}
+
 /// Every live finding is replayed by a test above: a new capture must get one.
 #[test]
 fn every_live_finding_is_pinned_by_a_test() {
@@ -2383,6 +2418,8 @@ fn every_live_finding_is_pinned_by_a_test() {
         "sales_order_amend_cancelled_with_unique_hubspot_deal_id.json",
         "sales_order_create_eur_customer_without_eur_account.json",
         "sales_order_create_tax_template_without_rows.json",
+        "sales_order_insert_fractional_qty_of_whole_number_uom.json",
+        "sales_order_insert_rates_rounded_to_currency_precision.json",
         "sales_order_insert_submitted_status_stays_draft.json",
         "sales_order_insert_submitted_with_status.json",
         "taxes_from_template_method.json",

@@ -564,6 +564,24 @@ fn validate_selling(
         set_if_empty(row, "cost_center", site.company_name_of("Main"));
         let cf = fl(row, "conversion_factor");
         let qty = fl(row, "qty");
+        // `validate_uom_is_integer("stock_uom", "stock_qty")`
+        // (`live-findings/sales_order_insert_fractional_qty_of_whole_number_uom.json`).
+        // `abs(cint(qty) - flt(qty, precision)) > 0.0000001`, at the field's precision (3).
+        let uom = s(row, "stock_uom");
+        let stock_qty = super::money::flt(qty * cf, 3);
+        if (stock_qty.trunc() - stock_qty).abs() > 0.000_000_1
+            && site
+                .get("UOM", &uom)
+                .is_some_and(|u| truthy(u.get("must_be_whole_number")))
+        {
+            return Err(FrappeError::erpnext_validation(format!(
+                "Row {}: Quantity ({}) cannot be a fraction. To allow this, disable \
+                 '<strong>Must be Whole Number</strong>' in UOM <strong>{uom}</strong>.",
+                i + 1,
+                super::pyjson::float_repr(qty * cf)
+            ))
+            .raised_as("erpnext.utilities.transaction_base.UOMMustBeIntegerError"));
+        }
         pricing::price_row(site, row, &ctx);
         let rate = fl(row, "rate");
         let amount = round2(qty * rate);

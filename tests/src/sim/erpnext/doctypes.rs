@@ -262,7 +262,14 @@ impl Registry {
                 ],
             );
         }
-        self.simple("UOM", &[("uom_name", n.clone()), ("enabled", json!(1))]);
+        self.simple(
+            "UOM",
+            &[
+                ("uom_name", n.clone()),
+                ("enabled", json!(1)),
+                ("must_be_whole_number", json!(0)),
+            ],
+        );
         self.simple(
             "Country",
             &[("country_name", n.clone()), ("code", n.clone())],

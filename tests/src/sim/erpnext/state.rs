@@ -425,7 +425,12 @@ impl Site {
             );
         }
         for u in &c.uoms {
-            self.seed_doc("UOM", u, json!({"uom_name": u}));
+            // ERPNext's "Nos" counts whole things (`setup/setup_wizard/data/uom_data.json`).
+            self.seed_doc(
+                "UOM",
+                u,
+                json!({"uom_name": u, "must_be_whole_number": i32::from(u == "Nos")}),
+            );
         }
         for country in &c.countries {
             self.seed_doc("Country", country, json!({"country_name": country}));
