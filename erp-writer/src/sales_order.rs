@@ -18,9 +18,13 @@
 //! - Every revision cancelled: nothing is created again; the deal is flagged for review until
 //!   someone amends the order.
 //!
-//! Lines are compared by item, quantity and rate (rates to the cent, as ERPNext rounds them);
-//! descriptions are not compared because ERPNext fills them from the Item.
+//! Lines are compared by item, quantity and rate, as decimals at ERPNext's precision: a rate at
+//! the currency's (2 decimals, ties to even as Frappe's "Banker's Rounding" keeps it: 19.995 is
+//! stored as 20.0, `live-findings/sales_order_insert_rates_rounded_to_currency_precision.json`),
+//! a quantity at the float precision (3). Descriptions are not compared because ERPNext fills
+//! them from the Item.
 
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value, json};
 use shared::commands::{ErpOutcome, OrderLine, SyncDeal};
 use shared::erpnext::sales_order::{DealOrder, deal_order};
@@ -388,7 +392,13 @@ pub fn differences(
     out
 }
 
-type Line = (String, f64, f64);
+/// ERPNext's precisions on a new site (System Settings): currency fields 2 decimals
+/// (`currency_precision` unset, `number_format` "#,###.##"), floats 3 (`float_precision`).
+const RATE_DP: u32 = 2;
+const QTY_DP: u32 = 3;
+
+/// Item code, quantity, rate.
+type Line = (String, Decimal, Decimal);
 
 fn lines_of(doc: &Doc) -> Vec<Line> {
     normalised(
@@ -397,30 +407,50 @@ fn lines_of(doc: &Doc) -> Vec<Line> {
             .map(|r| {
                 (
                     r.str("item_code").unwrap_or_default().to_string(),
-                    r.f64("qty").unwrap_or_default(),
-                    r.f64("rate").unwrap_or_default(),
+                    decimal(r.get("qty")),
+                    decimal(r.get("rate")),
                 )
             })
             .collect(),
     )
 }
 
+/// A number as ERPNext's JSON gives it (`20.0`), read from its text, not through a float.
+fn decimal(value: Option<&Value>) -> Decimal {
+    let text = match value {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.trim().to_string(),
+        _ => return Decimal::ZERO,
+    };
+    Decimal::from_str_exact(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .unwrap_or_default()
+        .normalize()
+}
+
 fn normalised(mut lines: Vec<Line>) -> Vec<Line> {
-    lines.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then(a.1.total_cmp(&b.1))
-            .then(a.2.total_cmp(&b.2))
-    });
+    lines.sort();
     lines
 }
 
-fn same_lines(a: &[Line], b: &[Line]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.0 == y.0
-                && (x.1 - y.1).abs() < 1e-6
-                && ((x.2 * 100.0).round() - (y.2 * 100.0).round()).abs() < 0.5
+fn same_lines(have: &[Line], want: &[Line]) -> bool {
+    have.len() == want.len()
+        && have.iter().zip(want).all(|(h, w)| {
+            h.0 == w.0 && h.1.round_dp(QTY_DP) == w.1.round_dp(QTY_DP) && same_rate(h.2, w.2)
         })
+}
+
+/// Whether ERPNext's stored `rate` is what it makes of the rate we send: rounded to the
+/// currency's precision, ties to even (Frappe's default); a site set to "Commercial Rounding"
+/// rounds ties away from zero, so that reading is accepted too.
+fn same_rate(stored: Decimal, sent: Decimal) -> bool {
+    let stored = stored.round_dp(RATE_DP);
+    [
+        RoundingStrategy::MidpointNearestEven,
+        RoundingStrategy::MidpointAwayFromZero,
+    ]
+    .into_iter()
+    .any(|s| sent.round_dp_with_strategy(RATE_DP, s) == stored)
 }
 
 fn show_lines(lines: &[Line]) -> String {
@@ -496,11 +526,11 @@ mod tests {
         }
     }
 
-    fn line(code: &str, qty: f64, rate: f64) -> OrderLine {
+    fn line(code: &str, qty: &str, rate: &str) -> OrderLine {
         OrderLine {
             item_code: code.into(),
-            qty,
-            rate,
+            qty: qty.parse().expect("qty"),
+            rate: rate.parse().expect("rate"),
             hubspot_line_item_id: format!("li-{code}"),
             description: None,
         }
@@ -519,8 +549,8 @@ mod tests {
     #[test]
     fn identical_lines_in_another_order_are_no_difference() {
         let c = cmd(vec![
-            line("SKU-WIDGET", 10.0, 25.0),
-            line("SKU-SERVICE", 4.0, 150.0),
+            line("SKU-WIDGET", "10", "25"),
+            line("SKU-SERVICE", "4", "150"),
         ]);
         let doc = so(json!([
             {"item_code": "SKU-SERVICE", "qty": 4.0, "rate": 150.0},
@@ -533,15 +563,54 @@ mod tests {
         assert!(differences(&doc, &c, &parties, None).is_empty());
         // ERPNext rounds rates to the cent.
         let c = cmd(vec![
-            line("SKU-WIDGET", 10.0, 24.999),
-            line("SKU-SERVICE", 4.0, 150.0),
+            line("SKU-WIDGET", "10", "24.999"),
+            line("SKU-SERVICE", "4", "150"),
         ]);
         assert!(differences(&doc, &c, &parties, None).is_empty());
     }
 
+    /// Issue 16: what the real site stores for 19.995, 0.125 and 0.135
+    /// (`live-findings/sales_order_insert_rates_rounded_to_currency_precision.json`) is the same
+    /// as what was sent, and a quantity of 0.333 is kept at three decimals; a cent or a
+    /// thousandth off is a difference. (With floats, 19.995 × 100 rounds to 1999 against the
+    /// stored 2000, and a deal that never changed read as changed.)
+    #[test]
+    fn rates_and_quantities_compare_at_erpnext_precision() {
+        let parties = Parties {
+            customer: "Globex",
+            ..Default::default()
+        };
+        let stored = so(json!([
+            {"item_code": "SKU-GADGET", "qty": 1.0, "rate": 0.12},
+            {"item_code": "SKU-GADGET", "qty": 2.0, "rate": 0.14},
+            {"item_code": "SKU-SERVICE", "qty": 0.333, "rate": 150.0},
+            {"item_code": "SKU-WIDGET", "qty": 3.0, "rate": 20.0}
+        ]));
+        let sent = |widget_rate: &str, service_qty: &str| {
+            cmd(vec![
+                line("SKU-WIDGET", "3", widget_rate),
+                line("SKU-GADGET", "1", "0.125"),
+                line("SKU-GADGET", "2", "0.135"),
+                line("SKU-SERVICE", service_qty, "150"),
+            ])
+        };
+        assert_eq!(
+            differences(&stored, &sent("19.995", "0.333"), &parties, None),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            differences(&stored, &sent("19.99", "0.333"), &parties, None).len(),
+            1
+        );
+        assert_eq!(
+            differences(&stored, &sent("19.995", "0.334"), &parties, None).len(),
+            1
+        );
+    }
+
     #[test]
     fn changed_lines_and_dates_are_listed() {
-        let c = cmd(vec![line("SKU-WIDGET", 12.0, 25.0)]);
+        let c = cmd(vec![line("SKU-WIDGET", "12", "25")]);
         let doc = so(json!([{"item_code": "SKU-WIDGET", "qty": 10.0, "rate": 25.0}]));
         let parties = Parties {
             customer: "Globex - 1",
@@ -558,7 +627,7 @@ mod tests {
 
     #[test]
     fn unknown_item_rejections_name_the_sku() {
-        let c = cmd(vec![line("W-9", 1.0, 1.0), line("W-90", 1.0, 1.0)]);
+        let c = cmd(vec![line("W-9", "1", "1"), line("W-90", "1", "1")]);
         let err = ErpNextError::Api {
             operation: "insert",
             doctype: "Sales Order".into(),

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use rust_decimal::Decimal;
 use shared::commands::{
     AddressSpec, ContactSpec, CustomerSpec, OrderLine, SalesOrderSpec, SyncDeal, UpdateContact,
     UpdateCustomer,
@@ -351,8 +352,13 @@ pub fn contact(
     })
 }
 
-fn parse_number(raw: &str) -> Option<f64> {
-    raw.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+/// A HubSpot number property (a decimal string such as `19.995`, or `1.5E3`), exactly.
+fn parse_number(raw: &str) -> Option<Decimal> {
+    let raw = raw.trim();
+    Decimal::from_str_exact(raw)
+        .or_else(|_| Decimal::from_scientific(raw))
+        .ok()
+        .map(|d| d.normalize())
 }
 
 /// One Sales Order row from a line item.
@@ -365,16 +371,14 @@ pub fn order_line(
     let items = &ctx.cfg.items;
     let name = prop(line, "name").unwrap_or_default();
     let qty = match prop(line, &items.quantity_property) {
-        None => 1.0,
-        Some(raw) => {
-            parse_number(&raw)
-                .filter(|q| *q > 0.0)
-                .ok_or_else(|| Reason::BadQuantity {
-                    line_item_id: line.id.clone(),
-                    name: name.clone(),
-                    value: raw.clone(),
-                })?
-        }
+        None => Decimal::ONE,
+        Some(raw) => parse_number(&raw)
+            .filter(|q| q.is_sign_positive() && !q.is_zero())
+            .ok_or_else(|| Reason::BadQuantity {
+                line_item_id: line.id.clone(),
+                name: name.clone(),
+                value: raw.clone(),
+            })?,
     };
     let rate_raw = prop(line, &items.rate_property);
     let rate = match rate_raw.as_deref().and_then(parse_number) {
@@ -382,9 +386,9 @@ pub fn order_line(
         None => prop(line, "amount")
             .as_deref()
             .and_then(parse_number)
-            .map(|a| a / qty),
+            .and_then(|a| a.checked_div(qty)),
     }
-    .filter(|r| *r >= 0.0)
+    .filter(|r| !r.is_sign_negative())
     .ok_or_else(|| Reason::BadRate {
         line_item_id: line.id.clone(),
         name: name.clone(),
@@ -668,14 +672,14 @@ mod tests {
             "default country US"
         );
         assert!(!o.submit);
-        let lines: Vec<(&str, f64, f64, &str)> = o
+        let lines: Vec<(&str, String, String, &str)> = o
             .items
             .iter()
             .map(|l| {
                 (
                     l.item_code.as_str(),
-                    l.qty,
-                    l.rate,
+                    l.qty.to_string(),
+                    l.rate.to_string(),
                     l.hubspot_line_item_id.as_str(),
                 )
             })
@@ -683,8 +687,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                ("SKU-WIDGET", 10.0, 25.0, "7001"),
-                ("SKU-SERVICE", 2.5, 150.0, "7002")
+                ("SKU-WIDGET", "10".into(), "25".into(), "7001"),
+                ("SKU-SERVICE", "2.5".into(), "150".into(), "7002")
             ]
         );
         assert_eq!(o.items[0].description.as_deref(), Some("Line 7001"));
@@ -861,13 +865,56 @@ mod tests {
         );
         let row =
             order_line(&ctx(&cfg), &l, &BTreeMap::new(), &ItemCatalog::Unchecked).expect("row");
-        assert_eq!((row.qty, row.rate), (4.0, 25.0));
+        assert_eq!(
+            (row.qty.to_string(), row.rate.to_string()),
+            ("4".into(), "25".into())
+        );
         let l = object(
             json!({"id": "9", "properties": {"hs_sku": "SKU-WIDGET", "price": "7.5", "quantity": null}}),
         );
         let row =
             order_line(&ctx(&cfg), &l, &BTreeMap::new(), &ItemCatalog::Unchecked).expect("row");
-        assert_eq!((row.qty, row.rate), (1.0, 7.5));
+        assert_eq!(
+            (row.qty.to_string(), row.rate.to_string()),
+            ("1".into(), "7.5".into())
+        );
+    }
+
+    /// Issue 16: HubSpot's decimal strings reach the command exactly and go on the wire as
+    /// strings; with floats, 19.995 became 19.994999999999997 and 0.1 × 3 not 0.3.
+    #[test]
+    fn prices_and_quantities_are_kept_exactly() {
+        let cfg = MappingConfig::default();
+        let l = object(
+            json!({"id": "9", "properties": {"hs_sku": "SKU-WIDGET", "price": "19.995", "quantity": "0.333"}}),
+        );
+        let row =
+            order_line(&ctx(&cfg), &l, &BTreeMap::new(), &ItemCatalog::Unchecked).expect("row");
+        assert_eq!(
+            (row.qty.to_string(), row.rate.to_string()),
+            ("0.333".into(), "19.995".into())
+        );
+        let wire = serde_json::to_value(&row).expect("json");
+        assert_eq!(
+            (&wire["qty"], &wire["rate"]),
+            (&json!("0.333"), &json!("19.995"))
+        );
+        // What an older mapper queued (numbers) still reads.
+        let old: shared::commands::OrderLine = serde_json::from_value(json!({
+            "item_code": "SKU-WIDGET", "qty": 2.0, "rate": 19.99, "hubspot_line_item_id": "9"
+        }))
+        .expect("numbers");
+        assert_eq!(
+            (old.qty.to_string(), old.rate.to_string()),
+            ("2".into(), "19.99".into())
+        );
+        // An amount per unit divides exactly.
+        let l = object(
+            json!({"id": "9", "properties": {"hs_sku": "SKU-WIDGET", "amount": "0.3", "quantity": "3"}}),
+        );
+        let row =
+            order_line(&ctx(&cfg), &l, &BTreeMap::new(), &ItemCatalog::Unchecked).expect("row");
+        assert_eq!(row.rate.to_string(), "0.1");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// `erp.sync_deal`: upsert Customer, Address, Contacts, then the Sales Order.
@@ -99,11 +100,14 @@ pub struct SalesOrderSpec {
     pub receivable_account: Option<String>,
 }
 
+/// One Sales Order row. Quantity and rate are decimals, parsed from HubSpot's strings and sent
+/// to ERPNext as strings (ERPNext casts them): no binary float in between. On the wire they are
+/// JSON strings; numbers (what older versions sent) are still accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderLine {
     pub item_code: String,
-    pub qty: f64,
-    pub rate: f64,
+    pub qty: Decimal,
+    pub rate: Decimal,
     pub hubspot_line_item_id: String,
     #[serde(default)]
     pub description: Option<String>,

@@ -191,6 +191,12 @@ conformance!(
     real_order_rows_carry_the_price_list_rate
 );
 conformance!(
+    half_cent_rates_stay_synced,
+    options(),
+    sim_half_cent_rates_stay_synced,
+    real_half_cent_rates_stay_synced
+);
+conformance!(
     setup_twice_and_after_a_secret_change,
     StackOptions {
         // The services start after the secret is rotated, so ingest verifies with the new one.
@@ -985,6 +991,69 @@ async fn order_rows_carry_the_price_list_rate(stack: &mut Stack) -> anyhow::Resu
         "(item, rate, price_list_rate) of {}: {rows:?}",
         so.name()
     );
+    Ok(())
+}
+
+/// Rates HubSpot gives with more decimals than the currency's: ERPNext keeps them at its
+/// precision, ties to even (19.995 → 20.0, 0.125 → 0.12), and a later change of the deal that
+/// leaves its lines alone finds the order unchanged: the deal stays `synced`. (Compared as
+/// floats, 19.995 read as 19.99 against the stored 20.0, and the deal went to `needs_review`.)
+async fn half_cent_rates_stay_synced(stack: &mut Stack) -> anyhow::Result<()> {
+    let lines: &[(&str, u32, f64)] = &[("SKU-WIDGET", 3, 19.995), ("SKU-GADGET", 1, 0.125)];
+    let upserted = Tap::open(stack, Exchange::Events, "outcome.erp.sales_order_upserted").await?;
+    let conflicts = Tap::open(stack, Exchange::Events, "outcome.erp.sales_order_conflict").await?;
+    let deal = stack.seed(&spec(stack, 87, 1, lines))?;
+    stack.win_deal(&deal.deal_id)?;
+    synced(stack, &deal).await;
+    let so = the_order(stack, &deal).await?;
+    let mut rows: Vec<(String, f64)> = so
+        .table("items")
+        .iter()
+        .map(|i| {
+            (
+                i.str("item_code").unwrap_or_default().to_string(),
+                i.f64("rate").unwrap_or_default(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        rows,
+        [
+            ("SKU-GADGET".to_string(), 0.12),
+            ("SKU-WIDGET".to_string(), 20.0)
+        ],
+        "{}",
+        so.name()
+    );
+    let first = upserted.take().await?.len();
+    assert!(first >= 1, "the order's outcome");
+
+    // The rep moves the stage back and wins the deal again: the mapper syncs it again, lines
+    // as before.
+    stack
+        .hubspot
+        .update_as_user(
+            ObjectType::Deals,
+            &deal.deal_id,
+            &[("dealstage", "contractsent")],
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    stack.win_deal(&deal.deal_id)?;
+    let again = eventually(WAIT, "the order's outcome after winning again", || async {
+        let up = upserted.take().await.unwrap_or_default();
+        let conflict = conflicts.take().await.unwrap_or_default();
+        let of_deal = |t: &[Tapped]| order_outcomes(t, &deal).len();
+        (of_deal(&up) + of_deal(&conflict) > 0).then(|| (of_deal(&up), conflict))
+    })
+    .await;
+    let (upserts, conflict) = again;
+    assert!(
+        conflict.is_empty() && upserts == 1,
+        "unchanged, not a conflict: {:?}",
+        conflict.iter().map(Tapped::json).collect::<Vec<_>>()
+    );
+    synced(stack, &deal).await;
     Ok(())
 }
 

@@ -215,11 +215,13 @@ pub fn company(id: &str, name: &str, modified: DateTime<Utc>) -> CustomerSpec {
     }
 }
 
+/// A row; `qty` and `rate` as their shortest decimal text (`24.999`, not the float's expansion).
 pub fn line(item: &str, qty: f64, rate: f64) -> OrderLine {
+    let decimal = |v: f64| v.to_string().parse().expect("decimal");
     OrderLine {
         item_code: item.into(),
-        qty,
-        rate,
+        qty: decimal(qty),
+        rate: decimal(rate),
         hubspot_line_item_id: format!("li-{item}"),
         description: None,
     }

@@ -94,8 +94,11 @@ async fn won_deal_becomes_one_sync_deal_within_four_hubspot_calls() {
     for (i, line) in o.items.iter().enumerate() {
         let (sku, price) = crate::support::ITEMS[i % 3];
         assert_eq!(line.item_code, sku);
-        assert_eq!(line.qty, (i + 1) as f64);
-        assert_eq!(line.rate, price.parse::<f64>().expect("price"));
+        assert_eq!(line.qty, rust_decimal::Decimal::from(i + 1));
+        assert_eq!(
+            line.rate,
+            price.parse::<rust_decimal::Decimal>().expect("price")
+        );
         assert_eq!(line.hubspot_line_item_id, ids[&format!("line{i}")]);
     }
 
