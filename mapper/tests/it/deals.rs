@@ -9,6 +9,54 @@ use shared::envelope::Kind;
 
 use crate::support::{TestEnv, deal_won, hubspot_event, seed_won_deal};
 
+/// Issue 16: HubSpot lists at most 100 associations of a type inline on a v3 read and pages v4
+/// association reads at 500. A deal with 600 line items takes the inline page, the cut, and two
+/// v4 pages, and every line reaches the command in its order.
+#[tokio::test]
+async fn a_deal_with_600_line_items_maps_every_line() {
+    const LINES: usize = 600;
+    let env = TestEnv::start().await;
+    let ids = seed_won_deal(
+        &env.hubspot,
+        "Globex – big order",
+        1,
+        LINES,
+        true,
+        &BTreeMap::new(),
+    );
+    let deal = &ids["deal"];
+    env.hubspot.reset_calls();
+    env.publish_hubspot(&[deal_won(1, deal)]).await;
+    let (erp, _) = env.settle().await;
+    assert_eq!(erp.len(), 1, "dead letters: {:?}", env.dead_letters().await);
+    let sync: SyncDeal = erp[0].envelope.decode_payload().expect("payload");
+    let got: Vec<&str> = sync
+        .order
+        .items
+        .iter()
+        .map(|l| l.hubspot_line_item_id.as_str())
+        .collect();
+    let want: Vec<&str> = (0..LINES)
+        .map(|i| ids[&format!("line{i}")].as_str())
+        .collect();
+    assert_eq!(got.len(), LINES);
+    let mut sorted_got = got.clone();
+    sorted_got.sort_unstable();
+    let mut sorted_want = want.clone();
+    sorted_want.sort_unstable();
+    assert_eq!(sorted_got, sorted_want, "every line item, once");
+    let calls = env.hubspot.calls();
+    assert_eq!(
+        calls
+            .calls
+            .get("POST /crm/v4/associations/deals/line_items/batch/read"),
+        Some(&2),
+        "the cut inline list is completed in two v4 pages: {:?}",
+        calls.calls
+    );
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn won_deal_becomes_one_sync_deal_within_four_hubspot_calls() {
     let env = TestEnv::start().await;

@@ -1,7 +1,8 @@
 //! `POST /crm/v4/associations/{from}/{to}/batch/read` (README §3): the associations of up to 100
 //! objects in one call, with v4 type ids and labels and `toObjectId` as a string. An object with
 //! no associations of that type is not in `results` but reported in `errors` (207), as HubSpot
-//! does with `crm.associations.NO_ASSOCIATIONS_FOUND`.
+//! does with `crm.associations.NO_ASSOCIATIONS_FOUND`. Each object's list comes in pages of
+//! [`V4_PAGE`]: `paging.next.after` names the next one, which an input's `after` asks for.
 
 use std::sync::Arc;
 
@@ -16,9 +17,14 @@ use super::model::association_types;
 use super::objects::{BATCH_MAX, batch_response, object_type};
 use super::portal::Portal;
 
+/// Associations per object and page in v4 batch reads (HubSpot's default limit, 500).
+pub const V4_PAGE: usize = 500;
+
 #[derive(Debug, Deserialize)]
 pub struct Input {
     id: String,
+    #[serde(default)]
+    after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,7 +71,15 @@ pub async fn batch_read(
             ));
             continue;
         }
+        let start: usize = input
+            .after
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        let end = linked.len().min(start.saturating_add(V4_PAGE));
         let targets: Vec<Value> = linked
+            .get(start..end)
+            .unwrap_or_default()
             .iter()
             .map(|(id, meta)| {
                 let types: Vec<Value> = association_types(from, to, meta.primary)
@@ -75,7 +89,14 @@ pub async fn batch_read(
                 json!({ "toObjectId": id.to_string(), "associationTypes": types })
             })
             .collect();
-        results.push(json!({ "from": { "id": input.id }, "to": targets }));
+        let mut result = json!({ "from": { "id": input.id }, "to": targets });
+        if end < linked.len() {
+            result["paging"] = json!({ "next": {
+                "after": end.to_string(),
+                "link": format!("?after={end}"),
+            }});
+        }
+        results.push(result);
     }
     let completed = store.now();
     Ok(batch_response(

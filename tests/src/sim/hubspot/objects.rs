@@ -89,6 +89,10 @@ pub fn render_properties(
     out
 }
 
+/// Associations per type listed inline by a v3 object read before the list is cut with
+/// `paging.next` (tests/contracts/hubspot/api/README.md §1: more than 100 per type are paged).
+pub const V3_INLINE_PAGE: usize = 100;
+
 /// `SimplePublicObject` (plus `associations` when asked for and present).
 pub fn render(
     store: &Store,
@@ -110,17 +114,26 @@ pub fn render(
     }
     let mut assoc = Map::new();
     for to in associations {
-        let results: Vec<Value> = store
-            .associated(ty, o.id, *to)
+        let linked = store.associated(ty, o.id, *to);
+        let results: Vec<Value> = linked
             .iter()
+            .take(V3_INLINE_PAGE)
             .map(|(id, _)| json!({"id": id.to_string(), "type": v3_association_type(ty, *to)}))
             .collect();
         // HubSpot leaves out types with no associations rather than answering an empty list.
         if !results.is_empty() {
-            assoc.insert(
-                to.association_key().to_string(),
-                json!({ "results": results }),
-            );
+            let mut collection = json!({ "results": results });
+            // A longer list is cut after one page; the rest is read with the associations API.
+            if linked.len() > V3_INLINE_PAGE {
+                collection["paging"] = json!({ "next": {
+                    "after": V3_INLINE_PAGE.to_string(),
+                    "link": format!(
+                        "/crm/v3/objects/{}/{}/associations/{}?after={V3_INLINE_PAGE}",
+                        ty.path_name(), o.id, to.association_key()
+                    ),
+                }});
+            }
+            assoc.insert(to.association_key().to_string(), collection);
         }
     }
     if !assoc.is_empty() {
