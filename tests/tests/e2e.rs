@@ -216,3 +216,78 @@ async fn twenty_deals_won_together_give_twenty_sales_orders() {
     );
     stack.stop().await.expect("clean stop");
 }
+
+/// Issue 16: HubSpot's own deletion and merge webhooks, from the simulator. A synced deal whose
+/// company is deleted, and one whose company is merged into another, both become `needs_review`
+/// naming what happened; their Sales Orders stay as they are and nothing new is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn company_deletion_and_merge_flag_their_synced_deals() {
+    use l2l_tests::sim::hubspot::{ObjectType, WebhookUpdate};
+    let stack = Stack::start(StackOptions::default()).await.expect("stack");
+    stack
+        .hubspot
+        .set_webhooks(WebhookUpdate {
+            deletions: Some(true),
+            merges: Some(true),
+            ..WebhookUpdate::default()
+        })
+        .expect("subscribe");
+    let deleted = stack.seed_deal(301, 1, &LINES[..1]).expect("seed");
+    let merged = stack.seed_deal(302, 1, &LINES[..1]).expect("seed");
+    let survivor = stack.seed_deal(303, 1, &LINES[..1]).expect("seed");
+    for d in [&deleted, &merged, &survivor] {
+        stack.win_deal(&d.deal_id).expect("win");
+    }
+    let status = |deal: &str| stack.deal_property(deal, "erpnext_sync_status");
+    eventually(Duration::from_secs(30), "three deals synced", || async {
+        [&deleted, &merged, &survivor]
+            .iter()
+            .all(|d| status(&d.deal_id).as_deref() == Some("synced"))
+            .then_some(())
+    })
+    .await;
+
+    stack
+        .hubspot
+        .delete_as_user(ObjectType::Companies, &deleted.company_id)
+        .expect("delete");
+    stack
+        .hubspot
+        .merge_as_user(
+            ObjectType::Companies,
+            &survivor.company_id,
+            &merged.company_id,
+        )
+        .expect("merge");
+    let kinds: Vec<String> = stack
+        .hubspot
+        .webhook_events()
+        .iter()
+        .map(|e| e.subscription_type.clone())
+        .filter(|t| t.ends_with(".deletion") || t.ends_with(".merge"))
+        .collect();
+    assert_eq!(kinds, ["company.deletion", "company.merge"]);
+
+    for (deal, what) in [
+        (&deleted, format!("company {} ", deleted.company_id)),
+        (
+            &merged,
+            format!("merged into company {}", survivor.company_id),
+        ),
+    ] {
+        let message = eventually(
+            Duration::from_secs(30),
+            "the deal flagged for review",
+            || async {
+                (status(&deal.deal_id).as_deref() == Some("needs_review"))
+                    .then(|| stack.deal_property(&deal.deal_id, "erpnext_sync_message"))
+                    .flatten()
+            },
+        )
+        .await;
+        assert!(message.contains(&what), "{message}");
+        assert_eq!(stack.sales_orders_for(&deal.deal_id).len(), 1);
+    }
+    assert_eq!(status(&survivor.deal_id).as_deref(), Some("synced"));
+    stack.stop().await.expect("clean stop");
+}

@@ -202,6 +202,61 @@ pub fn ui_update(
     Ok(view)
 }
 
+/// A user deleting an object in the UI: archived, and a `<type>.deletion` event.
+pub fn ui_delete(portal: &Portal, ty: ObjectType, id: u64) -> Result<(), AdminError> {
+    let at_ms = {
+        let mut store = portal.store();
+        if !store.archive(ty, id) {
+            return Err(StoreError::NotFound(ty, id).into());
+        }
+        store.now().timestamp_millis()
+    };
+    portal.emit(vec![Change::Deleted { ty, id, at_ms }], ChangeSource::CrmUi);
+    Ok(())
+}
+
+/// A user merging `merged` into `primary` in the UI: `primary` keeps its ID and takes over the
+/// other record's associations, the other is archived, and a `<type>.merge` event names both.
+pub fn ui_merge(
+    portal: &Portal,
+    ty: ObjectType,
+    primary: u64,
+    merged: u64,
+) -> Result<(), AdminError> {
+    let at_ms = {
+        let mut store = portal.store();
+        store
+            .live(ty, primary)
+            .ok_or(StoreError::NotFound(ty, primary))?;
+        store
+            .live(ty, merged)
+            .ok_or(StoreError::NotFound(ty, merged))?;
+        for to in [
+            ObjectType::Deals,
+            ObjectType::Companies,
+            ObjectType::Contacts,
+        ] {
+            for (other, _) in store.associated(ty, merged, to) {
+                if super::model::can_associate(ty, to) {
+                    store.associate((ty, primary), (to, other), false)?;
+                }
+            }
+        }
+        store.archive(ty, merged);
+        store.now().timestamp_millis()
+    };
+    portal.emit(
+        vec![Change::Merged {
+            ty,
+            primary,
+            merged: vec![merged],
+            at_ms,
+        }],
+        ChangeSource::CrmUi,
+    );
+    Ok(())
+}
+
 /// The admin router; its state is the portal.
 pub fn router() -> Router<Arc<Portal>> {
     Router::new()

@@ -90,6 +90,10 @@ pub struct WebhookConfig {
     pub company_properties: Vec<String>,
     pub contact_creation: bool,
     pub contact_properties: Vec<String>,
+    /// `deal.deletion`, `company.deletion` and `contact.deletion` subscriptions.
+    pub deletions: bool,
+    /// `deal.merge`, `company.merge` and `contact.merge` subscriptions.
+    pub merges: bool,
     /// Send every batch twice (HubSpot's at-least-once delivery, exaggerated for reliability tests).
     pub duplicate: bool,
     /// Attempts per batch, the first included (HubSpot: 10).
@@ -120,6 +124,8 @@ impl Default for WebhookConfig {
             company_properties: Vec::new(),
             contact_creation: false,
             contact_properties: Vec::new(),
+            deletions: false,
+            merges: false,
             duplicate: false,
             max_attempts: 10,
             retry_initial_ms: 1_000,
@@ -146,6 +152,8 @@ pub struct WebhookUpdate {
     pub company_properties: Option<Vec<String>>,
     pub contact_creation: Option<bool>,
     pub contact_properties: Option<Vec<String>>,
+    pub deletions: Option<bool>,
+    pub merges: Option<bool>,
     pub max_attempts: Option<u32>,
     pub retry_initial_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
@@ -212,10 +220,14 @@ impl WebhookConfig {
             company_properties,
             contact_creation,
             contact_properties,
+            deletions,
+            merges,
             max_attempts,
             retry_initial_ms,
             retry_max_ms,
         } = update;
+        set(&mut self.deletions, deletions);
+        set(&mut self.merges, merges);
         set(&mut self.client_secret, client_secret);
         set(&mut self.duplicate, duplicate);
         set(&mut self.deal_properties, deal_properties);

@@ -223,6 +223,23 @@ impl HubSpotSimHandle {
         admin::ui_update(&self.portal, ty, id, &props)
     }
 
+    /// A user deleting an object in the UI (`<type>.deletion` when subscribed).
+    pub fn delete_as_user(&self, ty: ObjectType, id: &str) -> Result<(), AdminError> {
+        let id: u64 = id.parse().map_err(|_| AdminError::BadId(id.to_string()))?;
+        admin::ui_delete(&self.portal, ty, id)
+    }
+
+    /// A user merging `merged` into `primary` in the UI (`<type>.merge` when subscribed).
+    pub fn merge_as_user(
+        &self,
+        ty: ObjectType,
+        primary: &str,
+        merged: &str,
+    ) -> Result<(), AdminError> {
+        let parse = |id: &str| id.parse().map_err(|_| AdminError::BadId(id.to_string()));
+        admin::ui_merge(&self.portal, ty, parse(primary)?, parse(merged)?)
+    }
+
     /// One object with all its properties and associations (archived ones too).
     pub fn object(&self, ty: ObjectType, id: &str) -> Option<ObjectView> {
         let id: u64 = id.parse().ok()?;

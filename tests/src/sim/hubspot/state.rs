@@ -61,6 +61,19 @@ pub enum Change {
         value: String,
         at_ms: i64,
     },
+    /// Deleted (archived) by a user.
+    Deleted {
+        ty: ObjectType,
+        id: u64,
+        at_ms: i64,
+    },
+    /// `merged` were merged into `primary`, which keeps its ID.
+    Merged {
+        ty: ObjectType,
+        primary: u64,
+        merged: Vec<u64>,
+        at_ms: i64,
+    },
 }
 
 /// Why a store mutation was refused.

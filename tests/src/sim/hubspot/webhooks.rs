@@ -70,7 +70,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Subscription ids of the simulated app (stable, as HubSpot's are per subscription).
-fn subscription_id(ty: ObjectType, creation: bool) -> u64 {
+/// The kind of event a subscription delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Creation,
+    PropertyChange,
+    Deletion,
+    Merge,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Creation => "creation",
+            Kind::PropertyChange => "propertyChange",
+            Kind::Deletion => "deletion",
+            Kind::Merge => "merge",
+        }
+    }
+}
+
+fn subscription_id(ty: ObjectType, kind: Kind) -> u64 {
+    let creation = match kind {
+        Kind::Creation => true,
+        Kind::PropertyChange => false,
+        Kind::Deletion => return 2_881_800 + ty as u64,
+        Kind::Merge => return 2_881_810 + ty as u64,
+    };
     match (ty, creation) {
         (ObjectType::Deals, false) => 2_881_778,
         (ObjectType::Companies, false) => 2_881_779,
@@ -129,57 +155,80 @@ impl Webhooks {
             ChangeSource::Import => ("IMPORT", None),
         };
         for change in changes {
-            let (ty, id, at_ms, property) = match change {
-                Change::Created { ty, id, at_ms } => (ty, id, at_ms, None),
+            let (ty, id, at_ms, kind, property, merge) = match change {
+                Change::Created { ty, id, at_ms } => (ty, id, at_ms, Kind::Creation, None, None),
                 Change::PropertyChanged {
                     ty,
                     id,
                     name,
                     value,
                     at_ms,
-                } => (ty, id, at_ms, Some((name, value))),
+                } => (
+                    ty,
+                    id,
+                    at_ms,
+                    Kind::PropertyChange,
+                    Some((name, value)),
+                    None,
+                ),
+                Change::Deleted { ty, id, at_ms } => (ty, id, at_ms, Kind::Deletion, None, None),
+                Change::Merged {
+                    ty,
+                    primary,
+                    merged,
+                    at_ms,
+                } => (ty, primary, at_ms, Kind::Merge, None, Some(merged)),
             };
-            let subscribed = match (&property, ty) {
-                (None, ObjectType::Deals) => cfg.deal_creation,
-                (None, ObjectType::Companies) => cfg.company_creation,
-                (None, ObjectType::Contacts) => cfg.contact_creation,
-                (Some((n, _)), ObjectType::Deals) => cfg.deal_properties.contains(n),
-                (Some((n, _)), ObjectType::Companies) => cfg.company_properties.contains(n),
-                (Some((n, _)), ObjectType::Contacts) => cfg.contact_properties.contains(n),
+            let subscribed = match (kind, &property, ty) {
+                (Kind::Deletion, _, _) => cfg.deletions,
+                (Kind::Merge, _, _) => cfg.merges,
+                (_, None, ObjectType::Deals) => cfg.deal_creation,
+                (_, None, ObjectType::Companies) => cfg.company_creation,
+                (_, None, ObjectType::Contacts) => cfg.contact_creation,
+                (_, Some((n, _)), ObjectType::Deals) => cfg.deal_properties.contains(n),
+                (_, Some((n, _)), ObjectType::Companies) => cfg.company_properties.contains(n),
+                (_, Some((n, _)), ObjectType::Contacts) => cfg.contact_properties.contains(n),
                 _ => false,
             };
             if !subscribed {
                 continue;
             }
-            let creation = property.is_none();
             let (property_name, property_value) = property.unzip();
+            let mut extra = serde_json::Map::new();
+            // HubSpot's merge body: the surviving record, every record merged (it included),
+            // and how many properties moved.
+            let merged_object_ids = match &merge {
+                Some(merged) => {
+                    extra.insert("newObjectId".into(), serde_json::json!(id));
+                    extra.insert("numberOfPropertiesMoved".into(), serde_json::json!(0));
+                    merged.iter().copied().chain([id]).collect()
+                }
+                None => Vec::new(),
+            };
             let event = HubSpotEvent {
                 event_id: self.next_event_id.fetch_add(1, Ordering::SeqCst),
-                subscription_id: subscription_id(ty, creation),
+                subscription_id: subscription_id(ty, kind),
                 portal_id: cfg.portal_id,
                 app_id: Some(cfg.app_id),
                 occurred_at: at_ms,
-                subscription_type: format!(
-                    "{}.{}",
-                    ty.singular(),
-                    if creation {
-                        "creation"
-                    } else {
-                        "propertyChange"
-                    }
-                ),
+                subscription_type: format!("{}.{}", ty.singular(), kind.name()),
                 attempt_number: 0,
                 object_id: Some(id),
                 property_name,
                 property_value,
                 change_source: Some(change_source.to_string()),
-                change_flag: creation.then(|| "CREATED".to_string()),
+                change_flag: match kind {
+                    Kind::Creation => Some("CREATED".to_string()),
+                    Kind::Deletion => Some("DELETED".to_string()),
+                    Kind::Merge => Some("MERGED".to_string()),
+                    Kind::PropertyChange => None,
+                },
                 source_id: source_id.clone(),
-                primary_object_id: None,
-                merged_object_ids: Vec::new(),
+                primary_object_id: merge.is_some().then_some(id),
+                merged_object_ids,
                 from_object_id: None,
                 to_object_id: None,
-                extra: serde_json::Map::new(),
+                extra,
             };
             lock(&self.emitted).push(event.clone());
             self.pending.fetch_add(1, Ordering::SeqCst);
