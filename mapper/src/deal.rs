@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use shared::commands::{SyncStatus, UpdateCrmObject};
 use shared::envelope::Kind;
 use shared::events::HubSpotEvent;
+use shared::hubspot::ObjectType;
 use shared::hubspot::types::SimplePublicObject;
 
 use crate::emit::{Command, Decision};
@@ -55,6 +56,43 @@ pub async fn on_event(
         other => Ok(Decision::ignore(
             "unsupported_event",
             format!("deal.{other} events are not mapped"),
+        )),
+    }
+}
+
+/// A line item changed (HubSpot's generic `object.*` subscription for line items): its deal is
+/// mapped again as HubSpot has it now, so an edit after the win reaches a draft order (or
+/// flags a submitted one). A deleted line item has no deal left to find; the deal's `amount`
+/// change that HubSpot makes with it (subscribe to it too) brings the deal up to date.
+pub async fn on_line_item_event(
+    s: &Services,
+    event: &HubSpotEvent,
+    name: &str,
+) -> Result<Decision, MapError> {
+    let Some(id) = event.subject_id().map(|i| i.to_string()) else {
+        return Err(MapError::BadMessage(format!(
+            "HubSpot event {} ({}) names no line item",
+            event.event_id, event.subscription_type
+        )));
+    };
+    if !matches!(
+        name,
+        "creation" | "propertyChange" | "associationChange" | "restore"
+    ) {
+        return Ok(Decision::ignore(
+            "unsupported_event",
+            format!("line_item.{name} events are followed through the deal's own events"),
+        ));
+    }
+    let deals = s
+        .reader
+        .associated_deals(ObjectType::LineItems, std::slice::from_ref(&id))
+        .await?;
+    match deals.first() {
+        Some(deal) => current(s, deal).await,
+        None => Ok(Decision::ignore(
+            "no_deal",
+            format!("line item {id} belongs to no deal"),
         )),
     }
 }

@@ -191,6 +191,7 @@ impl MapperHandler {
                 };
                 match object {
                     "deal" => deal::on_event(s, &event, name).await,
+                    "line_item" => deal::on_line_item_event(s, &event, name).await,
                     "company" => updates::on_company_event(s, &event, name).await,
                     "contact" => updates::on_contact_event(s, &event, name).await,
                     other => Ok(Decision::ignore(

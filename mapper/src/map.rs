@@ -207,11 +207,15 @@ pub fn parse_erpnext_time(raw: &str, tz: Tz) -> Option<DateTime<Utc>> {
 /// When a HubSpot record last changed: `hs_lastmodifieddate` (`lastmodifieddate` on contacts),
 /// else `updatedAt`, else `now` (unknown counts as new, so an update is never skipped for it).
 pub fn modified(o: &SimplePublicObject, now: DateTime<Utc>) -> DateTime<Utc> {
+    known_modified(o).unwrap_or(now)
+}
+
+/// `hs_lastmodifieddate` (or `updatedAt`) when HubSpot gave one.
+fn known_modified(o: &SimplePublicObject) -> Option<DateTime<Utc>> {
     ["hs_lastmodifieddate", "lastmodifieddate"]
         .iter()
         .find_map(|p| o.property(p).and_then(parse_hubspot_time))
         .or(o.updated_at)
-        .unwrap_or(now)
 }
 
 fn prop(o: &SimplePublicObject, name: &str) -> Option<String> {
@@ -509,7 +513,12 @@ pub fn sync_deal(
     Ok(SyncDeal {
         hubspot_deal_id: deal.id.clone(),
         deal_name: prop(deal, "dealname").unwrap_or_else(|| format!("Deal {}", deal.id)),
-        deal_modified: modified(deal, ctx.now),
+        // The order's version: its lines change without the deal's own time moving.
+        deal_modified: snapshot
+            .line_items
+            .iter()
+            .filter_map(known_modified)
+            .fold(modified(deal, ctx.now), DateTime::max),
         order: SalesOrderSpec {
             company: o.company.clone(),
             currency: currency(ctx.cfg, deal),

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub struct SyncDeal {
     pub hubspot_deal_id: String,
     pub deal_name: String,
-    /// HubSpot `hs_lastmodifieddate` of the deal when the mapper read it.
+    /// The order's HubSpot version: the latest `hs_lastmodifieddate` of the deal and its line
+    /// items when the mapper read them (a line item edit does not move the deal's own time).
     pub deal_modified: DateTime<Utc>,
     pub customer: CustomerSpec,
     #[serde(default)]

@@ -676,6 +676,12 @@ pub fn check_offline(
                 redact_url(&s.amqp.url),
                 redact_url(&s.redis.url)
             );
+            println!(
+                "{binary}: HubSpot webhook subscriptions this mapping needs (your app's settings):"
+            );
+            for sub in crate::subscriptions::required(&s.mapping) {
+                println!("  {sub}");
+            }
             Ok(s)
         }
         Err(e) => {

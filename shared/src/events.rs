@@ -44,10 +44,28 @@ pub struct HubSpotEvent {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The legacy object name of one of HubSpot's object type IDs.
+fn object_name(type_id: &str) -> Option<&'static str> {
+    Some(match type_id {
+        "0-1" => "contact",
+        "0-2" => "company",
+        "0-3" => "deal",
+        "0-8" => "line_item",
+        _ => return None,
+    })
+}
+
 impl HubSpotEvent {
     /// `("deal", "propertyChange")` from `deal.propertyChange`; `None` if the type has no dot.
+    /// HubSpot's generic subscriptions (`object.propertyChange`, the only kind line items have)
+    /// name the object in `objectTypeId` instead: `0-8` → `("line_item", "propertyChange")`.
     pub fn object_and_event(&self) -> Option<(&str, &str)> {
-        self.subscription_type.split_once('.')
+        let (object, event) = self.subscription_type.split_once('.')?;
+        if object != "object" {
+            return Some((object, event));
+        }
+        let type_id = self.extra.get("objectTypeId").and_then(|v| v.as_str())?;
+        Some((object_name(type_id).unwrap_or(type_id), event))
     }
 
     /// `hubspot:<portalId>:<eventId>:<subscriptionType>:<object>:<occurredAt>[:<property>]`.
@@ -151,6 +169,28 @@ mod tests {
                 events[0].occurred_at
             )
         );
+    }
+
+    /// HubSpot's generic webhook format (changelog "Public Beta: Generic Webhook Subscriptions",
+    /// 2024-08-06): `object.<event>` with the object in `objectTypeId`.
+    #[test]
+    fn generic_subscriptions_name_their_object_by_type_id() {
+        let event: HubSpotEvent = serde_json::from_value(serde_json::json!({
+            "eventId": 1, "subscriptionId": 2, "portalId": 62515, "appId": 3,
+            "occurredAt": 1_764_000_000_000_i64, "subscriptionType": "object.propertyChange",
+            "attemptNumber": 0, "objectId": 9001, "objectTypeId": "0-8",
+            "propertyName": "quantity", "propertyValue": "7", "changeSource": "CRM_UI"
+        }))
+        .expect("event");
+        assert_eq!(
+            event.object_and_event(),
+            Some(("line_item", "propertyChange"))
+        );
+        let mut other = event.clone();
+        other
+            .extra
+            .insert("objectTypeId".into(), serde_json::json!("0-48"));
+        assert_eq!(other.object_and_event(), Some(("0-48", "propertyChange")));
     }
 
     #[test]

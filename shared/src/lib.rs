@@ -29,6 +29,7 @@ pub mod redis_conn;
 pub mod runtime;
 pub mod shutdown;
 pub mod signature;
+pub mod subscriptions;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

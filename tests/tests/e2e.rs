@@ -291,3 +291,62 @@ async fn company_deletion_and_merge_flag_their_synced_deals() {
     assert_eq!(status(&survivor.deal_id).as_deref(), Some("synced"));
     stack.stop().await.expect("clean stop");
 }
+
+/// Issue 16: a line item edited after the win reaches the order. Line items have only HubSpot's
+/// generic webhook subscriptions (`object.propertyChange`, `objectTypeId` 0-8); the mapper maps
+/// the line item's deal again and the draft order follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_line_item_edited_after_the_win_reaches_the_draft_order() {
+    use l2l_tests::sim::hubspot::{ObjectType, WebhookUpdate};
+    let stack = Stack::start(StackOptions {
+        submit_orders: false,
+        ..StackOptions::default()
+    })
+    .await
+    .expect("stack");
+    stack
+        .hubspot
+        .set_webhooks(WebhookUpdate {
+            line_item_properties: Some(vec!["quantity".into(), "price".into()]),
+            ..WebhookUpdate::default()
+        })
+        .expect("subscribe");
+    let deal = stack.seed_deal(311, 1, &LINES[..1]).expect("seed");
+    stack.win_deal(&deal.deal_id).expect("win");
+    let qty = |stack: &Stack| {
+        stack
+            .sales_orders_for(&deal.deal_id)
+            .first()
+            .and_then(|so| so["items"][0]["qty"].as_f64())
+    };
+    eventually(Duration::from_secs(30), "the draft order", || async {
+        (qty(&stack) == Some(10.0)).then_some(())
+    })
+    .await;
+
+    stack
+        .hubspot
+        .update_as_user(
+            ObjectType::LineItems,
+            &deal.line_item_ids[0],
+            &[("quantity", "7")],
+        )
+        .expect("edit the line item");
+    assert!(
+        stack
+            .hubspot
+            .webhook_events()
+            .iter()
+            .any(|e| e.subscription_type == "object.propertyChange"
+                && e.extra.get("objectTypeId").and_then(|v| v.as_str()) == Some("0-8")),
+        "the simulator sent HubSpot's generic line item event"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the order follows the line item",
+        || async { (qty(&stack) == Some(7.0)).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.sales_orders_for(&deal.deal_id).len(), 1);
+    stack.stop().await.expect("clean stop");
+}

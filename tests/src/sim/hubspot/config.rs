@@ -90,6 +90,9 @@ pub struct WebhookConfig {
     pub company_properties: Vec<String>,
     pub contact_creation: bool,
     pub contact_properties: Vec<String>,
+    /// Line item property changes: HubSpot offers them only as generic subscriptions
+    /// (`object.propertyChange` with `objectName: line_item`), sent with `objectTypeId: "0-8"`.
+    pub line_item_properties: Vec<String>,
     /// `deal.deletion`, `company.deletion` and `contact.deletion` subscriptions.
     pub deletions: bool,
     /// `deal.merge`, `company.merge` and `contact.merge` subscriptions.
@@ -124,6 +127,7 @@ impl Default for WebhookConfig {
             company_properties: Vec::new(),
             contact_creation: false,
             contact_properties: Vec::new(),
+            line_item_properties: Vec::new(),
             deletions: false,
             merges: false,
             duplicate: false,
@@ -152,6 +156,7 @@ pub struct WebhookUpdate {
     pub company_properties: Option<Vec<String>>,
     pub contact_creation: Option<bool>,
     pub contact_properties: Option<Vec<String>>,
+    pub line_item_properties: Option<Vec<String>>,
     pub deletions: Option<bool>,
     pub merges: Option<bool>,
     pub max_attempts: Option<u32>,
@@ -220,12 +225,14 @@ impl WebhookConfig {
             company_properties,
             contact_creation,
             contact_properties,
+            line_item_properties,
             deletions,
             merges,
             max_attempts,
             retry_initial_ms,
             retry_max_ms,
         } = update;
+        set(&mut self.line_item_properties, line_item_properties);
         set(&mut self.deletions, deletions);
         set(&mut self.merges, merges);
         set(&mut self.client_secret, client_secret);

@@ -188,6 +188,7 @@ impl Webhooks {
                 (_, Some((n, _)), ObjectType::Deals) => cfg.deal_properties.contains(n),
                 (_, Some((n, _)), ObjectType::Companies) => cfg.company_properties.contains(n),
                 (_, Some((n, _)), ObjectType::Contacts) => cfg.contact_properties.contains(n),
+                (_, Some((n, _)), ObjectType::LineItems) => cfg.line_item_properties.contains(n),
                 _ => false,
             };
             if !subscribed {
@@ -195,6 +196,12 @@ impl Webhooks {
             }
             let (property_name, property_value) = property.unzip();
             let mut extra = serde_json::Map::new();
+            // Line items have only HubSpot's generic subscriptions: `object.<event>`, the object
+            // named by its type ID.
+            let generic = ty == ObjectType::LineItems;
+            if generic {
+                extra.insert("objectTypeId".into(), serde_json::json!("0-8"));
+            }
             // HubSpot's merge body: the surviving record, every record merged (it included),
             // and how many properties moved.
             let merged_object_ids = match &merge {
@@ -211,7 +218,11 @@ impl Webhooks {
                 portal_id: cfg.portal_id,
                 app_id: Some(cfg.app_id),
                 occurred_at: at_ms,
-                subscription_type: format!("{}.{}", ty.singular(), kind.name()),
+                subscription_type: format!(
+                    "{}.{}",
+                    if generic { "object" } else { ty.singular() },
+                    kind.name()
+                ),
                 attempt_number: 0,
                 object_id: Some(id),
                 property_name,
