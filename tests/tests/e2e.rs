@@ -350,3 +350,44 @@ async fn a_line_item_edited_after_the_win_reaches_the_draft_order() {
     assert_eq!(stack.sales_orders_for(&deal.deal_id).len(), 1);
     stack.stop().await.expect("clean stop");
 }
+
+/// Issue 16: HubSpot's `eventId` is "not guaranteed to be unique". With the simulator giving
+/// every event the same ID, three deals won one after the other all become Sales Orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deals_whose_events_share_an_id_are_all_synced() {
+    use l2l_tests::sim::hubspot::WebhookUpdate;
+    let stack = Stack::start(StackOptions::default()).await.expect("stack");
+    stack
+        .hubspot
+        .set_webhooks(WebhookUpdate {
+            repeat_event_ids: Some(true),
+            ..WebhookUpdate::default()
+        })
+        .expect("repeat event ids");
+    let deals: Vec<_> = (0..3)
+        .map(|n| stack.seed_deal(321 + n, 1, &LINES[..1]).expect("seed"))
+        .collect();
+    for d in &deals {
+        stack.win_deal(&d.deal_id).expect("win");
+    }
+    let won_ids: std::collections::BTreeSet<u64> = stack
+        .hubspot
+        .webhook_events()
+        .iter()
+        .filter(|e| e.property_value.as_deref() == Some("closedwon"))
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(won_ids.len(), 1, "one event ID for every won event");
+    eventually(
+        Duration::from_secs(30),
+        "every deal's Sales Order",
+        || async {
+            deals
+                .iter()
+                .all(|d| stack.sales_orders_for(&d.deal_id).len() == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    stack.stop().await.expect("clean stop");
+}

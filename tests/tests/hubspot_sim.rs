@@ -600,6 +600,86 @@ async fn search_matches_contract_and_filters_dates_numerically() {
     assert!(body.get("paging").is_none(), "last page has no paging");
 }
 
+/// Issue 16, what real portals do that the simulator hid: every answer carries
+/// `X-HubSpot-Correlation-Id` (an error's is its body's `correlationId`); search takes HubSpot's
+/// current limits (5 groups, 10 filters per group, 25 in total); a line item's `amount` is
+/// price × quantity less its discount and follows their changes.
+#[tokio::test]
+async fn correlation_ids_search_limits_and_line_item_amounts_follow_hubspot() {
+    let sim = Sim::start(relaxed()).await;
+    let (status, headers, _) = sim.get("/crm/v3/pipelines/deals").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers.contains_key("x-hubspot-correlation-id"),
+        "{headers:?}"
+    );
+    let (status, headers, body) = sim.get("/crm/v3/objects/deals/404404").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        headers
+            .get("x-hubspot-correlation-id")
+            .and_then(|v| v.to_str().ok()),
+        body["correlationId"].as_str(),
+        "{body}"
+    );
+
+    let filters = |n: usize| -> Value {
+        (0..n)
+            .map(|i| json!({"propertyName": "amount", "operator": "GT", "value": i}))
+            .collect()
+    };
+    let search = |groups: Vec<Value>| json!({"filterGroups": groups.into_iter().map(|f| json!({"filters": f})).collect::<Vec<_>>(), "limit": 1});
+    for (groups, ok) in [
+        (vec![filters(10)], true),
+        (vec![filters(11)], false),
+        (vec![filters(10), filters(10), filters(5)], true),
+        (vec![filters(10), filters(10), filters(6)], false),
+        (vec![filters(1); 5], true),
+        (vec![filters(1); 6], false),
+    ] {
+        let shape: Vec<usize> = groups
+            .iter()
+            .map(|g| g.as_array().map_or(0, Vec::len))
+            .collect();
+        let (status, _, body) = sim
+            .post("/crm/v3/objects/deals/search", search(groups))
+            .await;
+        assert_eq!(status == StatusCode::OK, ok, "groups {shape:?}: {body}");
+    }
+
+    let line = sim
+        .handle
+        .create_object(
+            ObjectType::LineItems,
+            &[
+                ("name", "Widget"),
+                ("price", "25.5"),
+                ("quantity", "4"),
+                ("discount", "2"),
+            ],
+        )
+        .expect("line item");
+    let amount = |sim: &Sim| {
+        sim.handle
+            .object(ObjectType::LineItems, &line)
+            .and_then(|o| o.properties.get("amount").cloned())
+    };
+    assert_eq!(amount(&sim).as_deref(), Some("100"));
+    sim.handle
+        .update_as_user(ObjectType::LineItems, &line, &[("quantity", "3")])
+        .expect("quantity");
+    assert_eq!(amount(&sim).as_deref(), Some("74.5"));
+    sim.handle
+        .update_as_user(
+            ObjectType::LineItems,
+            &line,
+            &[("hs_discount_percentage", "10")],
+        )
+        .expect("percentage");
+    assert_eq!(amount(&sim).as_deref(), Some("68.85"));
+    sim.handle.shutdown().await;
+}
+
 #[tokio::test]
 async fn search_pages_up_to_the_10k_cap_then_windowing_reaches_the_rest() {
     let sim = Sim::start(relaxed()).await;

@@ -97,6 +97,9 @@ pub struct WebhookConfig {
     pub deletions: bool,
     /// `deal.merge`, `company.merge` and `contact.merge` subscriptions.
     pub merges: bool,
+    /// Give every event the same `eventId`: HubSpot documents it as "not guaranteed to be
+    /// unique", so a receiver must not take it for an event's identity.
+    pub repeat_event_ids: bool,
     /// Send every batch twice (HubSpot's at-least-once delivery, exaggerated for reliability tests).
     pub duplicate: bool,
     /// Attempts per batch, the first included (HubSpot: 10).
@@ -130,6 +133,7 @@ impl Default for WebhookConfig {
             line_item_properties: Vec::new(),
             deletions: false,
             merges: false,
+            repeat_event_ids: false,
             duplicate: false,
             max_attempts: 10,
             retry_initial_ms: 1_000,
@@ -159,6 +163,7 @@ pub struct WebhookUpdate {
     pub line_item_properties: Option<Vec<String>>,
     pub deletions: Option<bool>,
     pub merges: Option<bool>,
+    pub repeat_event_ids: Option<bool>,
     pub max_attempts: Option<u32>,
     pub retry_initial_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
@@ -228,12 +233,14 @@ impl WebhookConfig {
             line_item_properties,
             deletions,
             merges,
+            repeat_event_ids,
             max_attempts,
             retry_initial_ms,
             retry_max_ms,
         } = update;
         set(&mut self.line_item_properties, line_item_properties);
         set(&mut self.deletions, deletions);
+        set(&mut self.repeat_event_ids, repeat_event_ids);
         set(&mut self.merges, merges);
         set(&mut self.client_secret, client_secret);
         set(&mut self.duplicate, duplicate);

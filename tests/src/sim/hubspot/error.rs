@@ -113,8 +113,22 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        with_correlation_id(self.status, self.body())
     }
+}
+
+/// The header HubSpot puts on every API answer; on an error it repeats the body's
+/// `correlationId`.
+pub const CORRELATION_HEADER: &str = "x-hubspot-correlation-id";
+
+/// An error answer whose `X-HubSpot-Correlation-Id` header is its body's `correlationId`.
+pub fn with_correlation_id(status: axum::http::StatusCode, body: Value) -> Response {
+    let id = body["correlationId"].as_str().map(str::to_string);
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(value) = id.and_then(|id| axum::http::HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
 }
 
 /// One `StandardError` of a 207 batch answer (README §2): required `status, category, message,

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, CORRELATION_HEADER};
 use super::portal::Portal;
 use super::rate_limit::{Policy, too_many_requests};
 use crate::sim::faults::Fault;
@@ -59,8 +59,14 @@ pub async fn gate(State(portal): State<Arc<Portal>>, req: Request, next: Next) -
         // Unknown admin paths reach the API fallback; they are not API calls.
         return next.run(req).await;
     }
-    let response = admit(&portal, &path, req, next).await;
+    let mut response = admit(&portal, &path, req, next).await;
     portal.record_status(response.status().as_u16());
+    // HubSpot answers every API call with a correlation ID (errors carry theirs already).
+    if !response.headers().contains_key(CORRELATION_HEADER)
+        && let Ok(id) = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+    {
+        response.headers_mut().insert(CORRELATION_HEADER, id);
+    }
     response
 }
 

@@ -9,9 +9,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 
 use super::config::RateLimitConfig;
@@ -84,7 +83,7 @@ pub fn too_many_requests(policy: Policy, budget: &Budget, group: &str) -> Respon
         "policyName": policy.name(),
         "groupName": group,
     });
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    let mut response = super::error::with_correlation_id(StatusCode::TOO_MANY_REQUESTS, body);
     budget.apply(response.headers_mut());
     response
 }

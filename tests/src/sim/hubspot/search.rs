@@ -24,9 +24,11 @@ use super::portal::Portal;
 pub const RESULT_CAP: u64 = 10_000;
 pub const MAX_LIMIT: u64 = 200;
 pub const DEFAULT_LIMIT: u64 = 10;
+/// HubSpot's current search limits (search guide, "Limitations"): 5 filter groups, 10 filters
+/// per group, 25 filters in total (they were 3 groups of 3 once, then 6 and 18).
 pub const MAX_GROUPS: usize = 5;
-pub const MAX_FILTERS_PER_GROUP: usize = 6;
-pub const MAX_FILTERS: usize = 18;
+pub const MAX_FILTERS_PER_GROUP: usize = 10;
+pub const MAX_FILTERS: usize = 25;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

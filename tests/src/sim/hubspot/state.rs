@@ -46,6 +46,23 @@ pub struct AssocMeta {
     pub primary: bool,
 }
 
+/// The line item properties HubSpot computes `amount` from.
+const AMOUNT_INPUTS: [&str; 4] = ["price", "quantity", "discount", "hs_discount_percentage"];
+
+/// A line item's `amount` as HubSpot computes it: price × quantity, less the discount (an
+/// amount, `discount`, or a percentage, `hs_discount_percentage`), to the cent. `None` without
+/// a price.
+fn line_item_amount(p: &BTreeMap<String, String>) -> Option<String> {
+    let num = |k: &str| p.get(k).and_then(|v| v.trim().parse::<f64>().ok());
+    let gross = num("price")? * num("quantity").unwrap_or(1.0);
+    let net = match num("hs_discount_percentage") {
+        Some(pct) => gross * (1.0 - pct / 100.0),
+        None => gross - num("discount").unwrap_or(0.0),
+    };
+    let cents = (net * 100.0).round() / 100.0;
+    Some(format!("{cents}"))
+}
+
 /// A mutation, for webhook subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -189,6 +206,11 @@ impl Store {
             .map_or(if created_at < now { created_at } else { now }, from_ms);
         let mut properties: BTreeMap<String, String> =
             props.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        if ty == ObjectType::LineItems
+            && let Some(amount) = line_item_amount(&properties)
+        {
+            properties.insert("amount".into(), amount);
+        }
         properties.insert("hs_object_id".into(), id.to_string());
         properties.insert("createdate".into(), iso(created_at));
         stamp_modified(ty, &mut properties, updated_at);
@@ -257,6 +279,24 @@ impl Store {
                 id,
                 name: name.clone(),
                 value: value.clone(),
+                at_ms: at.timestamp_millis(),
+            });
+        }
+        // HubSpot recomputes a line item's amount when its price, quantity or discount changes.
+        if ty == ObjectType::LineItems
+            && changes.iter().any(|c| {
+                matches!(c, Change::PropertyChanged { name, .. }
+                    if AMOUNT_INPUTS.contains(&name.as_str()))
+            })
+            && let Some(amount) = line_item_amount(&object.properties)
+            && object.properties.get("amount") != Some(&amount)
+        {
+            object.properties.insert("amount".into(), amount.clone());
+            changes.push(Change::PropertyChanged {
+                ty,
+                id,
+                name: "amount".into(),
+                value: amount,
                 at_ms: at.timestamp_millis(),
             });
         }

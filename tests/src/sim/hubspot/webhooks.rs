@@ -213,7 +213,11 @@ impl Webhooks {
                 None => Vec::new(),
             };
             let event = HubSpotEvent {
-                event_id: self.next_event_id.fetch_add(1, Ordering::SeqCst),
+                event_id: if cfg.repeat_event_ids {
+                    self.next_event_id.load(Ordering::SeqCst)
+                } else {
+                    self.next_event_id.fetch_add(1, Ordering::SeqCst)
+                },
                 subscription_id: subscription_id(ty, kind),
                 portal_id: cfg.portal_id,
                 app_id: Some(cfg.app_id),
