@@ -12,6 +12,7 @@ use shared::hubspot::ObjectType;
 use shared::runtime::{Handler, HandlerError, Incoming, Outcome};
 
 use crate::coalesce::{Applied, Batcher};
+use crate::metrics;
 
 /// One batcher per object type crm-writer writes.
 #[derive(Debug, Clone)]
@@ -44,17 +45,34 @@ impl CrmWriterHandler {
             ))
         })?;
         let object_id = object_id(batcher.object_type(), &command.object_id)?;
+        let ty = batcher.object_type().as_str();
         if command.properties.is_empty() {
+            metrics::skipped(batcher.object_type(), "no_property");
+            tracing::info!(
+                object_type = ty,
+                object_id,
+                "skipped: the command sets no property"
+            );
             return Ok(Outcome::Ignored {
                 reason: "the command sets no property".into(),
             });
         }
+        let properties: Vec<String> = command.properties.keys().cloned().collect();
+        let source_modified = command.source_modified;
+        // Inside the delivery's span: every line carries the deal's correlation ID.
         match batcher
-            .submit(object_id, command.properties, command.source_modified)
+            .submit(object_id.clone(), command.properties, source_modified)
             .await?
         {
-            Applied::Written => Ok(Outcome::Done),
-            Applied::Superseded(reason) => Ok(Outcome::Ignored { reason }),
+            Applied::Written => {
+                tracing::info!(object_type = ty, object_id, ?properties, %source_modified, "written to HubSpot");
+                Ok(Outcome::Done)
+            }
+            Applied::Superseded(reason) => {
+                metrics::skipped(batcher.object_type(), "superseded");
+                tracing::info!(object_type = ty, object_id, ?properties, %source_modified, %reason, "skipped: superseded by a newer value");
+                Ok(Outcome::Ignored { reason })
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub const BATCH_UPDATES: &str = "l2l_crm_writer_batch_updates";
 pub const UPDATES: &str = "l2l_crm_writer_updates_total";
 /// Counter, label `object_type`: properties left out because a newer value was already applied.
 pub const STALE_PROPERTIES: &str = "l2l_crm_writer_stale_properties_total";
+const SKIPPED: &str = "l2l_crm_writer_skipped_total";
 const STALE_IN_HUBSPOT: &str = "l2l_crm_writer_stale_in_hubspot_total";
 /// Counter, label `step` (`prepare` | `commit`): Redis did not answer; the write went ahead
 /// without the ordering guard.
@@ -47,6 +48,13 @@ pub fn update(object_type: ObjectType, result: &'static str) {
 pub fn stale(object_type: ObjectType, properties: usize) {
     metrics::counter!(STALE_PROPERTIES, "object_type" => object_type.as_str())
         .increment(properties as u64);
+}
+
+/// Updates not written, by reason (`superseded`: every property older than a value written or
+/// being written; `no_property`: nothing to write).
+pub fn skipped(object_type: ObjectType, reason: &'static str) {
+    metrics::counter!(SKIPPED, "object_type" => object_type.as_str(), "reason" => reason)
+        .increment(1);
 }
 
 /// Properties left out because HubSpot holds a newer source time beside them (Redis did not

@@ -349,6 +349,7 @@ async fn older_update_in_a_later_batch_is_skipped_and_redelivery_rewrites() {
     let settings = h.settings();
     let prop = settings.mapping.writeback.deal_invoice_status.clone();
     let deal = h.deals(1).remove(0);
+    let prometheus = shared::telemetry::prometheus();
     let handler = handler(&settings, Some(&settings.redis.url));
     let t = |s: i64| DateTime::from_timestamp(1_760_000_000 + s, 0).expect("time");
     assert_eq!(
@@ -364,6 +365,20 @@ async fn older_update_in_a_later_batch_is_skipped_and_redelivery_rewrites() {
         Ok(Outcome::Ignored { .. })
     ));
     assert_eq!(h.deal_property(&deal, &prop).as_deref(), Some("paid"));
+    // Every skip is counted by reason.
+    let skipped = prometheus
+        .render()
+        .lines()
+        .find(|l| {
+            l.starts_with("l2l_crm_writer_skipped_total")
+                && l.contains(r#"reason="superseded""#)
+                && l.contains(r#"object_type="deals""#)
+        })
+        .map(str::to_string);
+    assert!(
+        skipped.as_deref().is_some_and(|l| l.ends_with(" 2")),
+        "{skipped:?}"
+    );
     // The same fact again (a redelivery after a crash before the ack) is written again.
     assert_eq!(
         handle_update(&handler, &deal, &[(prop.as_str(), "paid")], t(3)).await,
