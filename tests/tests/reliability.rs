@@ -1,7 +1,8 @@
 //! The reliability suite (DESIGN §10): N won deals, every webhook delivered twice, while one kind
 //! of fault at a time — and then all of them together — hits the pipeline: writers SIGKILLed at
 //! random moments and restarted, broker connections cut and closed by `rabbitmqctl`, Redis
-//! connections cut, ERPNext 5xx and timeouts, HubSpot 429 bursts. At the end: exactly N Sales
+//! connections cut, ERPNext 5xx and timeouts, HubSpot 429 bursts, inserts that ERPNext commits
+//! after the client gave up (late commits), and Redis forgetting everything. At the end: exactly N Sales
 //! Orders with the right lines, every deal showing its Sales Order, one Customer per company,
 //! nothing in a dead-letter queue, and every service draining to exit 0 on SIGTERM.
 //!
@@ -165,15 +166,23 @@ enum Fault {
     ErpNextErrors,
     /// HubSpot answers 429 to everything for a moment (the account's limit spent elsewhere).
     HubSpot429,
+    /// ERPNext holds the next inserts of a doctype past the client's timeout and commits them
+    /// later (gunicorn keeps working after the client gave up): the writer retries meanwhile.
+    LateCommits,
+    /// Redis forgets the namespace (restarted empty, or a failover without the recent writes):
+    /// seen events, done markers, leases and applied times are gone.
+    RedisFlush,
 }
 
-const EVERY_FAULT: [Fault; 6] = [
+const EVERY_FAULT: [Fault; 8] = [
     Fault::SigkillWorker,
     Fault::BrokerCut,
     Fault::BrokerClose,
     Fault::RedisCut,
     Fault::ErpNextErrors,
     Fault::HubSpot429,
+    Fault::LateCommits,
+    Fault::RedisFlush,
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -400,7 +409,12 @@ async fn survive(faults: &[Fault]) {
     // faults that only bite when requests flow (ERPNext errors, HubSpot 429s) come first.
     let mut first_round = faults.to_vec();
     first_round.shuffle(&mut rng);
-    first_round.sort_by_key(|f| matches!(f, Fault::ErpNextErrors | Fault::HubSpot429));
+    first_round.sort_by_key(|f| {
+        matches!(
+            f,
+            Fault::ErpNextErrors | Fault::HubSpot429 | Fault::LateCommits
+        )
+    });
     // The window lasts at least until every fault has been injected once: a slow first round
     // (an ERPNext error window waiting out a lull, a loaded machine) must not end the run with a
     // fault never tried (seen: "BrokerCut never injected" with seed 15774661702895692655).
@@ -457,6 +471,21 @@ async fn survive(faults: &[Fault]) {
                 }
                 stack.erpnext.set_faults(FaultConfig::default());
             }
+            Fault::LateCommits => {
+                // Past the services' 1 s ERPNext timeout; released even if nothing was held.
+                let doctype = ["Address", "Contact", "Sales Order"][rng.random_range(0..3)];
+                stack.erpnext.hold_inserts(doctype, rng.random_range(1..4));
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1500..3000))).await;
+                stack.erpnext.stop_holding_inserts();
+                stack.erpnext.release_late_commits();
+            }
+            Fault::RedisFlush => {
+                shared::testkit::TestNamespace {
+                    settings: stack.settings.clone(),
+                }
+                .cleanup_redis()
+                .await;
+            }
             Fault::HubSpot429 => {
                 stack.hubspot.set_faults(FaultConfig {
                     seed: rng.random(),
@@ -475,11 +504,15 @@ async fn survive(faults: &[Fault]) {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..gap_ms))).await;
     }
     stack.erpnext.set_faults(FaultConfig::default());
+    stack.erpnext.stop_holding_inserts();
+    stack.erpnext.release_late_commits();
     stack.hubspot.set_faults(FaultConfig::default());
     amqp.restore();
     redis.restore();
     println!(
-        "chaos actions: {actions:?}; connections closed by rabbitmqctl: {closed_by_rabbitmqctl}"
+        "chaos actions: {actions:?}; connections closed by rabbitmqctl: {closed_by_rabbitmqctl}; \
+         late commits (status of each held insert): {:?}",
+        stack.erpnext.late_commits()
     );
     // A run that injected nothing would prove nothing.
     for fault in faults {

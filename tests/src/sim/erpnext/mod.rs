@@ -324,6 +324,11 @@ impl ErpNextSimHandle {
         self.shared.late.state().waiting
     }
 
+    /// Hold no more inserts (what [`ErpNextSimHandle::hold_inserts`] armed and no insert used).
+    pub fn stop_holding_inserts(&self) {
+        self.shared.late.state().armed.clear();
+    }
+
     /// Let every held request go on and commit (or fail, as the site now is).
     pub fn release_late_commits(&self) {
         self.shared.late.release.send_modify(|g| *g += 1);
