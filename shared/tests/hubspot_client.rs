@@ -484,10 +484,24 @@ async fn a_429_penalizes_the_shared_budget_and_is_retried_through_it() {
         Duration::from_secs(5),
     )
     .expect("client");
+    let answered = stub.clone();
     let checker = tokio::spawn(async move {
-        // While the client waits out the penalty, every other process sees the bucket closed.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        other_process.try_acquire(Bucket::General).await
+        // While the client waits out the penalty, every other process sees the bucket closed:
+        // once HubSpot has answered the 429, poll until the penalty shows (a token granted
+        // before the client recorded it is harmless; the budget is 100 per 10 s).
+        while answered.calls().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+        loop {
+            match other_process.try_acquire(Bucket::General).await {
+                TryAcquire::Wait(w) => return TryAcquire::Wait(w),
+                TryAcquire::Granted if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                granted => return granted,
+            }
+        }
     });
     let inputs = vec![BatchUpdateInput {
         id: "18204735012".into(),
@@ -508,7 +522,7 @@ async fn a_429_penalizes_the_shared_budget_and_is_retried_through_it() {
     );
     assert!(gap < Duration::from_secs(3), "{gap:?}");
     match checker.await.expect("join") {
-        TryAcquire::Wait(w) => assert!(w > Duration::from_millis(300), "{w:?}"),
+        TryAcquire::Wait(w) => assert!(w > Duration::ZERO, "{w:?}"),
         TryAcquire::Granted => panic!("another process could use a penalized budget"),
     }
     assert_eq!(calls[0].path, "/crm/v3/objects/deals/batch/update");

@@ -421,9 +421,32 @@ async fn injected_429s_penalize_the_shared_budget_and_are_retried() {
     let limits = BudgetLimits::from_config(&BudgetConfig::default());
     let other_process = ns.budget(limits.clone());
     let c = client(&sim, Some(ns.budget(limits)));
+    let calls_url = format!("{}_sim/calls", sim.base_url());
     let checker = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        other_process.try_acquire(Bucket::General).await
+        // Once the simulator has answered the 429 (its admin API says so), poll until the
+        // penalty shows to another process (a token granted before the client recorded it is
+        // harmless).
+        let answered_429 = || async {
+            let stats: serde_json::Value = reqwest::get(&calls_url)
+                .await
+                .expect("admin API")
+                .json()
+                .await
+                .expect("stats");
+            stats["too_many_requests"].as_u64().unwrap_or(0) > 0
+        };
+        while !answered_429().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let deadline = Instant::now() + Duration::from_millis(900);
+        loop {
+            match other_process.try_acquire(Bucket::General).await {
+                TryAcquire::Granted if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                verdict => return verdict,
+            }
+        }
     });
     let started = Instant::now();
     let got = c
