@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use secrecy::ExposeSecret;
 use shared::broker::Broker;
@@ -13,6 +13,7 @@ use shared::names::Names;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
 use crate::rejections::Rejections;
@@ -86,7 +87,20 @@ impl App {
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
                 self.settings.ingest.request_timeout,
-            ));
+            ))
+            // One span per webhook request; the handler records the correlation ID it gives
+            // the request's events, so every line about them carries it (the workers' delivery
+            // spans carry the same ID on).
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    tracing::info_span!(
+                        "webhook",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        correlation_id = tracing::field::Empty,
+                    )
+                }),
+            );
         Router::new()
             .merge(webhooks)
             .with_state(self.state.clone())

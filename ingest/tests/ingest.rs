@@ -756,3 +756,50 @@ async fn a_burst_of_refused_deliveries_logs_a_handful_of_lines_and_counts_the_re
     stop.cancel();
     ns.cleanup().await;
 }
+
+/// Issue 17: every webhook request has its own span (`webhook{method path correlation_id}`), so
+/// each line about its events carries the correlation ID the workers carry on.
+#[tokio::test]
+async fn an_accepted_delivery_logs_inside_a_request_span_with_its_correlation_id() {
+    let ns = TestNamespace::new();
+    let stop = CancellationToken::new();
+    let (router, _) = app_with_clock(&ns, &stop).await;
+    let (logs, _guard) = CapturedLogs::start();
+    let body = r#"{"doctype": "Sales Invoice", "name": "ACC-SINV-2026-00009", "modified": "2026-12-07 10:00:00.000000", "status": "Paid"}"#;
+    let sig = signature::frappe_sign(FRAPPE_SECRET, body.as_bytes());
+    // 503 until the broker connection is up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let resp = loop {
+        let resp = router
+            .clone()
+            .oneshot(erpnext_request(body, &sig))
+            .await
+            .expect("response");
+        if resp.status() != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline
+        {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(resp.status(), StatusCode::OK);
+    let answer: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    let id = answer["correlation_id"].as_str().expect("correlation id");
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("erpnext webhook accepted"))
+        .unwrap_or_else(|| panic!("no accepted line in:\n{text}"));
+    assert!(
+        line.contains("webhook{")
+            && line.contains("path=/webhooks/erpnext/Sales%20Invoice/on_change")
+            && line.contains(&format!("correlation_id={id}")),
+        "{line}"
+    );
+    stop.cancel();
+    ns.cleanup().await;
+}

@@ -89,6 +89,7 @@ async fn handle(
         )
     })?;
     let correlation_id = Uuid::now_v7().to_string();
+    tracing::Span::current().record("correlation_id", correlation_id.as_str());
     let now = Utc::now();
     let routing_key = routing::erpnext_event(&payload.doctype, &payload.event);
     let envelope = Envelope {

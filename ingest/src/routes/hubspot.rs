@@ -46,6 +46,7 @@ async fn handle(
         ApiError::malformed(format!("body is not a JSON array of HubSpot events: {e}"))
     })?;
     let correlation_id = Uuid::now_v7().to_string();
+    tracing::Span::current().record("correlation_id", correlation_id.as_str());
     let received_at = Utc::now();
     let exchange = state.names.exchange(Exchange::Events);
     let mut messages = Vec::with_capacity(events.len());
