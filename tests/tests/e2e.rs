@@ -391,3 +391,92 @@ async fn deals_whose_events_share_an_id_are_all_synced() {
     .await;
     stack.stop().await.expect("clean stop");
 }
+
+/// Issue 16: `restore` and `associationChange` events, from the simulator with HubSpot's bodies.
+/// A contact associated with a synced deal becomes an ERPNext Contact of its Customer; a deal
+/// deleted (flagged) and restored is mapped again and shows `synced`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn association_changes_and_restores_are_followed() {
+    use l2l_tests::sim::hubspot::{ObjectType, WebhookUpdate};
+    let stack = Stack::start(StackOptions::default()).await.expect("stack");
+    stack
+        .hubspot
+        .set_webhooks(WebhookUpdate {
+            deletions: Some(true),
+            association_changes: Some(true),
+            ..WebhookUpdate::default()
+        })
+        .expect("subscribe");
+    let deal = stack.seed_deal(331, 1, &LINES[..1]).expect("seed");
+    stack.win_deal(&deal.deal_id).expect("win");
+    let status = || stack.deal_property(&deal.deal_id, "erpnext_sync_status");
+    eventually(Duration::from_secs(30), "the deal synced", || async {
+        (status().as_deref() == Some("synced")).then_some(())
+    })
+    .await;
+
+    let newcomer = stack
+        .hubspot
+        .create_object(
+            ObjectType::Contacts,
+            &[
+                ("firstname", "Nora"),
+                ("lastname", "Newcomer"),
+                ("email", "nora@example.com"),
+            ],
+        )
+        .expect("contact");
+    stack
+        .hubspot
+        .associate_as_user(
+            (ObjectType::Deals, &deal.deal_id),
+            (ObjectType::Contacts, &newcomer),
+        )
+        .expect("associate");
+    let event = stack
+        .hubspot
+        .webhook_events()
+        .into_iter()
+        .find(|e| e.subscription_type == "deal.associationChange")
+        .expect("an associationChange event");
+    assert_eq!(
+        (event.from_object_id, event.to_object_id),
+        (deal.deal_id.parse().ok(), newcomer.parse().ok())
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the newcomer's Contact",
+        || async {
+            stack
+                .erpnext
+                .list("Contact")
+                .iter()
+                .any(|c| c["hubspot_contact_id"].as_str() == Some(newcomer.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+
+    stack
+        .hubspot
+        .delete_as_user(ObjectType::Deals, &deal.deal_id)
+        .expect("delete");
+    eventually(
+        Duration::from_secs(30),
+        "the deleted deal flagged",
+        || async { (status().as_deref() == Some("needs_review")).then_some(()) },
+    )
+    .await;
+    stack
+        .hubspot
+        .restore_as_user(ObjectType::Deals, &deal.deal_id)
+        .expect("restore");
+    eventually(
+        Duration::from_secs(30),
+        "the restored deal synced again",
+        || async { (status().as_deref() == Some("synced")).then_some(()) },
+    )
+    .await;
+    assert_eq!(stack.sales_orders_for(&deal.deal_id).len(), 1);
+    stack.stop().await.expect("clean stop");
+}

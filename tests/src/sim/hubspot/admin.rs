@@ -215,6 +215,45 @@ pub fn ui_delete(portal: &Portal, ty: ObjectType, id: u64) -> Result<(), AdminEr
     Ok(())
 }
 
+/// A user restoring a deleted object from the recycle bin: live again, and `<type>.restore`.
+pub fn ui_restore(portal: &Portal, ty: ObjectType, id: u64) -> Result<(), AdminError> {
+    let at_ms = {
+        let mut store = portal.store();
+        if !store.restore(ty, id) {
+            return Err(StoreError::NotFound(ty, id).into());
+        }
+        store.now().timestamp_millis()
+    };
+    portal.emit(
+        vec![Change::Restored { ty, id, at_ms }],
+        ChangeSource::CrmUi,
+    );
+    Ok(())
+}
+
+/// A user associating two records in the UI: `<from type>.associationChange`.
+pub fn ui_associate(
+    portal: &Portal,
+    from: (ObjectType, u64),
+    to: (ObjectType, u64),
+) -> Result<(), AdminError> {
+    let at_ms = {
+        let mut store = portal.store();
+        store.associate(from, to, false)?;
+        store.now().timestamp_millis()
+    };
+    portal.emit(
+        vec![Change::Associated {
+            from,
+            to,
+            removed: false,
+            at_ms,
+        }],
+        ChangeSource::CrmUi,
+    );
+    Ok(())
+}
+
 /// A user merging `merged` into `primary` in the UI: `primary` keeps its ID and takes over the
 /// other record's associations, the other is archived, and a `<type>.merge` event names both.
 pub fn ui_merge(

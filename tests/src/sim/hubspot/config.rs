@@ -93,8 +93,10 @@ pub struct WebhookConfig {
     /// Line item property changes: HubSpot offers them only as generic subscriptions
     /// (`object.propertyChange` with `objectName: line_item`), sent with `objectTypeId: "0-8"`.
     pub line_item_properties: Vec<String>,
-    /// `deal.deletion`, `company.deletion` and `contact.deletion` subscriptions.
+    /// `<type>.deletion` and `<type>.restore` subscriptions (deals, companies, contacts).
     pub deletions: bool,
+    /// `<type>.associationChange` subscriptions.
+    pub association_changes: bool,
     /// `deal.merge`, `company.merge` and `contact.merge` subscriptions.
     pub merges: bool,
     /// Give every event the same `eventId`: HubSpot documents it as "not guaranteed to be
@@ -132,6 +134,7 @@ impl Default for WebhookConfig {
             contact_properties: Vec::new(),
             line_item_properties: Vec::new(),
             deletions: false,
+            association_changes: false,
             merges: false,
             repeat_event_ids: false,
             duplicate: false,
@@ -162,6 +165,7 @@ pub struct WebhookUpdate {
     pub contact_properties: Option<Vec<String>>,
     pub line_item_properties: Option<Vec<String>>,
     pub deletions: Option<bool>,
+    pub association_changes: Option<bool>,
     pub merges: Option<bool>,
     pub repeat_event_ids: Option<bool>,
     pub max_attempts: Option<u32>,
@@ -232,6 +236,7 @@ impl WebhookConfig {
             contact_properties,
             line_item_properties,
             deletions,
+            association_changes,
             merges,
             repeat_event_ids,
             max_attempts,
@@ -240,6 +245,7 @@ impl WebhookConfig {
         } = update;
         set(&mut self.line_item_properties, line_item_properties);
         set(&mut self.deletions, deletions);
+        set(&mut self.association_changes, association_changes);
         set(&mut self.repeat_event_ids, repeat_event_ids);
         set(&mut self.merges, merges);
         set(&mut self.client_secret, client_secret);

@@ -229,6 +229,22 @@ impl HubSpotSimHandle {
         admin::ui_delete(&self.portal, ty, id)
     }
 
+    /// A user restoring a deleted object (`<type>.restore` when subscribed).
+    pub fn restore_as_user(&self, ty: ObjectType, id: &str) -> Result<(), AdminError> {
+        let id: u64 = id.parse().map_err(|_| AdminError::BadId(id.to_string()))?;
+        admin::ui_restore(&self.portal, ty, id)
+    }
+
+    /// A user associating two records (`<from type>.associationChange` when subscribed).
+    pub fn associate_as_user(
+        &self,
+        from: (ObjectType, &str),
+        to: (ObjectType, &str),
+    ) -> Result<(), AdminError> {
+        let parse = |id: &str| id.parse().map_err(|_| AdminError::BadId(id.to_string()));
+        admin::ui_associate(&self.portal, (from.0, parse(from.1)?), (to.0, parse(to.1)?))
+    }
+
     /// A user merging `merged` into `primary` in the UI (`<type>.merge` when subscribed).
     pub fn merge_as_user(
         &self,

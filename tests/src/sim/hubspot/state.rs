@@ -84,6 +84,19 @@ pub enum Change {
         id: u64,
         at_ms: i64,
     },
+    /// Restored from the recycle bin by a user.
+    Restored {
+        ty: ObjectType,
+        id: u64,
+        at_ms: i64,
+    },
+    /// A user associated `from` with `to` (or removed the association).
+    Associated {
+        from: (ObjectType, u64),
+        to: (ObjectType, u64),
+        removed: bool,
+        at_ms: i64,
+    },
     /// `merged` were merged into `primary`, which keeps its ID.
     Merged {
         ty: ObjectType,
@@ -305,6 +318,23 @@ impl Store {
             stamp_modified(ty, &mut object.properties, at);
         }
         Ok(changes)
+    }
+
+    /// Restore an archived object (the recycle bin's "Restore"). `false` if there was none.
+    pub fn restore(&mut self, ty: ObjectType, id: u64) -> bool {
+        match self
+            .objects
+            .get_mut(&ty)
+            .and_then(|m| m.get_mut(&id))
+            .filter(|o| o.archived)
+        {
+            Some(o) => {
+                o.archived = false;
+                o.archived_at = None;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Archive (HubSpot's DELETE). `false` if there was no live object.

@@ -77,6 +77,8 @@ enum Kind {
     PropertyChange,
     Deletion,
     Merge,
+    Restore,
+    AssociationChange,
 }
 
 impl Kind {
@@ -86,6 +88,8 @@ impl Kind {
             Kind::PropertyChange => "propertyChange",
             Kind::Deletion => "deletion",
             Kind::Merge => "merge",
+            Kind::Restore => "restore",
+            Kind::AssociationChange => "associationChange",
         }
     }
 }
@@ -96,6 +100,8 @@ fn subscription_id(ty: ObjectType, kind: Kind) -> u64 {
         Kind::PropertyChange => false,
         Kind::Deletion => return 2_881_800 + ty as u64,
         Kind::Merge => return 2_881_810 + ty as u64,
+        Kind::Restore => return 2_881_820 + ty as u64,
+        Kind::AssociationChange => return 2_881_830 + ty as u64,
     };
     match (ty, creation) {
         (ObjectType::Deals, false) => 2_881_778,
@@ -155,6 +161,7 @@ impl Webhooks {
             ChangeSource::Import => ("IMPORT", None),
         };
         for change in changes {
+            let mut association = None;
             let (ty, id, at_ms, kind, property, merge) = match change {
                 Change::Created { ty, id, at_ms } => (ty, id, at_ms, Kind::Creation, None, None),
                 Change::PropertyChanged {
@@ -178,10 +185,21 @@ impl Webhooks {
                     merged,
                     at_ms,
                 } => (ty, primary, at_ms, Kind::Merge, None, Some(merged)),
+                Change::Restored { ty, id, at_ms } => (ty, id, at_ms, Kind::Restore, None, None),
+                Change::Associated {
+                    from,
+                    to,
+                    removed,
+                    at_ms,
+                } => {
+                    association = Some((to, removed));
+                    (from.0, from.1, at_ms, Kind::AssociationChange, None, None)
+                }
             };
             let subscribed = match (kind, &property, ty) {
-                (Kind::Deletion, _, _) => cfg.deletions,
+                (Kind::Deletion | Kind::Restore, _, _) => cfg.deletions,
                 (Kind::Merge, _, _) => cfg.merges,
+                (Kind::AssociationChange, _, _) => cfg.association_changes,
                 (_, None, ObjectType::Deals) => cfg.deal_creation,
                 (_, None, ObjectType::Companies) => cfg.company_creation,
                 (_, None, ObjectType::Contacts) => cfg.contact_creation,
@@ -204,6 +222,23 @@ impl Webhooks {
             }
             // HubSpot's merge body: the surviving record, every record merged (it included),
             // and how many properties moved.
+            // HubSpot's association change body: both ends, the type, and whether it was removed.
+            let (mut object_id, mut from_object_id, mut to_object_id) = (Some(id), None, None);
+            if let Some(((to_ty, to_id), removed)) = association {
+                object_id = None;
+                from_object_id = Some(id);
+                to_object_id = Some(to_id);
+                extra.insert(
+                    "associationType".into(),
+                    serde_json::json!(format!(
+                        "{}_TO_{}",
+                        ty.upper().trim_end_matches('S'),
+                        to_ty.upper().trim_end_matches('S')
+                    )),
+                );
+                extra.insert("associationRemoved".into(), serde_json::json!(removed));
+                extra.insert("isPrimaryAssociation".into(), serde_json::json!(false));
+            }
             let merged_object_ids = match &merge {
                 Some(merged) => {
                     extra.insert("newObjectId".into(), serde_json::json!(id));
@@ -228,7 +263,7 @@ impl Webhooks {
                     kind.name()
                 ),
                 attempt_number: 0,
-                object_id: Some(id),
+                object_id,
                 property_name,
                 property_value,
                 change_source: Some(change_source.to_string()),
@@ -236,13 +271,14 @@ impl Webhooks {
                     Kind::Creation => Some("CREATED".to_string()),
                     Kind::Deletion => Some("DELETED".to_string()),
                     Kind::Merge => Some("MERGED".to_string()),
-                    Kind::PropertyChange => None,
+                    Kind::Restore => Some("RESTORED".to_string()),
+                    Kind::PropertyChange | Kind::AssociationChange => None,
                 },
                 source_id: source_id.clone(),
                 primary_object_id: merge.is_some().then_some(id),
                 merged_object_ids,
-                from_object_id: None,
-                to_object_id: None,
+                from_object_id,
+                to_object_id,
                 extra,
             };
             lock(&self.emitted).push(event.clone());
