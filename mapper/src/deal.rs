@@ -51,7 +51,14 @@ pub async fn on_event(
     }
     match name {
         "creation" | "propertyChange" | "associationChange" | "restore" => current(s, &id).await,
-        "deletion" => gone(s, &id, "deal_deleted", "was deleted in HubSpot").await,
+        // Stamped with the deletion's HubSpot time, not ours: a restore right after it (often in
+        // the same webhook batch, handled side by side) is mapped again and its "synced", stamped
+        // later, must win over this flag.
+        "deletion" => {
+            let at = chrono::DateTime::from_timestamp_millis(event.occurred_at)
+                .unwrap_or_else(chrono::Utc::now);
+            gone(s, &id, "deal_deleted", "was deleted in HubSpot", at).await
+        }
         "merge" => merged(s, event, &id).await,
         other => Ok(Decision::ignore(
             "unsupported_event",
@@ -100,7 +107,14 @@ pub async fn on_line_item_event(
 /// Decide on the deal as HubSpot has it now.
 async fn current(s: &Services, id: &str) -> Result<Decision, MapError> {
     let Some(deal) = s.reader.deal(&s.cfg, id).await? else {
-        return gone(s, id, "deal_deleted", "no longer exists in HubSpot").await;
+        return gone(
+            s,
+            id,
+            "deal_deleted",
+            "no longer exists in HubSpot",
+            chrono::Utc::now(),
+        )
+        .await;
     };
     if let Some(why) = map::not_triggered(&s.cfg.trigger, &deal) {
         return match sales_order_of(s, &deal).await {
@@ -148,6 +162,7 @@ async fn gone(
     id: &str,
     code: &'static str,
     what: &str,
+    at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Decision, MapError> {
     match s.markers.get(Record::Deal, id).await {
         Some(so) => {
@@ -156,7 +171,7 @@ async fn gone(
             Ok(Decision::Emit(vec![needs_review(
                 s,
                 id,
-                chrono::Utc::now(),
+                at,
                 &format!("deal {what}, but Sales Order {so} exists in ERPNext"),
             )?]))
         }
