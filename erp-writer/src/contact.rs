@@ -26,7 +26,7 @@ use crate::diff::{changes, put_opt, same};
 use crate::error::StepError;
 use crate::metrics;
 use crate::site::{ErpSite, SOURCE_VERSION, source_version};
-use crate::upsert::{Change, grouped, judged};
+use crate::upsert::{Change, LINK_COLUMNS, LINK_FIELDS, grouped, judged};
 
 pub const CONTACT: &str = "Contact";
 /// The unique custom field a Contact is keyed by.
@@ -44,14 +44,6 @@ const CONTACT_FIELDS: &[&str] = &[
     "modified_by",
     SOURCE_VERSION,
 ];
-
-/// The Contact's links, from the `Dynamic Link` rows the list joins (one row per link; Frappe
-/// names the columns without their table).
-const LINK_COLUMNS: &[&str] = &[
-    "`tabDynamic Link`.link_doctype",
-    "`tabDynamic Link`.link_name",
-];
-const LINK_FIELDS: &[&str] = &["link_doctype", "link_name"];
 
 /// A Contact found by its HubSpot ID: its list row and what it links to.
 #[derive(Debug, Clone)]

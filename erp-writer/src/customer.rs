@@ -22,7 +22,9 @@ use crate::diff::{changes, put_opt};
 use crate::error::StepError;
 use crate::metrics;
 use crate::site::{ErpSite, SOURCE_VERSION, source_version};
-use crate::upsert::{Change, Key, by_field, find_or_insert, grouped, judged};
+use crate::upsert::{
+    Change, Key, LINK_COLUMNS, LINK_FIELDS, by_field, find_or_insert, grouped, judged,
+};
 
 pub const CUSTOMER: &str = "Customer";
 pub const ADDRESS: &str = "Address";
@@ -60,13 +62,6 @@ const ADDRESS_FIELDS: &[&str] = &[
     "modified_by",
     SOURCE_VERSION,
 ];
-
-/// The Address's links, from the `Dynamic Link` rows a list joins (one row per link).
-const LINK_COLUMNS: &[&str] = &[
-    "`tabDynamic Link`.link_doctype",
-    "`tabDynamic Link`.link_name",
-];
-const LINK_FIELDS: &[&str] = &["link_doctype", "link_name"];
 
 /// How many Addresses of one type one Customer may have before the look-up stops reading.
 const MAX_LINKED: u32 = 50;

@@ -236,6 +236,15 @@ pub fn by_field(field: &str, value: &str, fields: &[&str]) -> ListQuery {
         .limit(1)
 }
 
+/// A Contact's or Address's links, from the `Dynamic Link` rows a list joins (one row per link;
+/// Frappe names the columns without their table): the columns to ask for, and the fields they
+/// come back as ([`grouped`]'s `child`).
+pub const LINK_COLUMNS: &[&str] = &[
+    "`tabDynamic Link`.link_doctype",
+    "`tabDynamic Link`.link_name",
+];
+pub const LINK_FIELDS: &[&str] = &["link_doctype", "link_name"];
+
 /// Rows of a list that joined a child table (one row per child row), grouped back into one
 /// entry per document, in the order the documents first appear: the document's own fields from
 /// its first row, and the child fields `child` of every row.

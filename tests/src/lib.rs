@@ -5,5 +5,6 @@
 //! The simulators stand in for the two SaaS APIs only; RabbitMQ and Redis are always the real ones.
 
 pub mod bench;
+pub mod publish;
 pub mod sim;
 pub mod stack;

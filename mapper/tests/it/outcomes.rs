@@ -184,7 +184,7 @@ async fn an_outcome_is_written_back_while_a_backlog_of_raw_events_waits() {
             )
         })
         .collect();
-    env.publish_hubspot_bulk(&backlog).await;
+    env.publish_hubspot(&backlog).await;
     env.publish_outcome(&ErpOutcome::SalesOrderUpserted {
         hubspot_deal_id: "27182818".into(),
         hubspot_company_id: company.into(),

@@ -167,23 +167,9 @@ impl TestEnv {
 
     /// Publish HubSpot events as ingest does (one message each, one correlation ID).
     pub async fn publish_hubspot(&self, events: &[HubSpotEvent]) -> String {
-        let correlation_id = Uuid::now_v7().to_string();
-        for e in events {
-            let (object, name) = e.object_and_event().expect("type");
-            let envelope = Envelope {
-                id: Uuid::now_v7(),
-                kind: Kind::HubSpotEvent,
-                idempotency_key: e.idempotency_key(),
-                correlation_id: correlation_id.clone(),
-                occurred_at: Utc::now(),
-                received_at: Utc::now(),
-                source: Source::Hubspot,
-                payload: e,
-            };
-            self.publish(routing::hubspot_event(object, name), &envelope)
-                .await;
-        }
-        correlation_id
+        l2l_tests::publish::hubspot_events(&self.broker, events)
+            .await
+            .expect("published")
     }
 
     /// Publish a Frappe webhook body as ingest does.
@@ -222,42 +208,6 @@ impl TestEnv {
             payload: outcome,
         };
         self.publish(outcome.routing_key(), &envelope).await;
-    }
-
-    /// Publish HubSpot events as ingest does, pipelined (one confirm round trip per thousand):
-    /// how a test builds a backlog of thousands quickly.
-    pub async fn publish_hubspot_bulk(&self, events: &[HubSpotEvent]) {
-        let correlation_id = Uuid::now_v7().to_string();
-        let exchange = self.broker.names().exchange(Exchange::Events);
-        let messages: Vec<Outgoing> = events
-            .iter()
-            .map(|e| {
-                let (object, name) = e.object_and_event().expect("type");
-                let envelope = Envelope {
-                    id: Uuid::now_v7(),
-                    kind: Kind::HubSpotEvent,
-                    idempotency_key: e.idempotency_key(),
-                    correlation_id: correlation_id.clone(),
-                    occurred_at: Utc::now(),
-                    received_at: Utc::now(),
-                    source: Source::Hubspot,
-                    payload: e,
-                };
-                Outgoing::envelope(
-                    exchange.clone(),
-                    routing::hubspot_event(object, name),
-                    &envelope,
-                    0,
-                )
-                .expect("encode")
-            })
-            .collect();
-        for chunk in messages.chunks(1000) {
-            self.broker
-                .publish_all(chunk)
-                .await
-                .expect("publish confirmed");
-        }
     }
 
     /// Publish two sentinels, a raw event (into the mapper's main queue) and an outcome (into its

@@ -14,13 +14,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use shared::broker::{Broker, Outgoing};
-use shared::envelope::{Envelope, Kind, Source};
+use shared::broker::Broker;
 use shared::events::HubSpotEvent;
-use shared::names::{Exchange, WorkQueue, routing};
+use shared::names::WorkQueue;
 use shared::testkit::queue_len;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::sim::faults::FaultConfig;
 use crate::stack::{Stack, StackOptions};
@@ -139,7 +137,7 @@ impl WritebackBench {
         let events: Vec<HubSpotEvent> = (0..self.backlog)
             .map(|i| amount_change(portal, i as u64, &others[i % others.len()].deal_id))
             .collect::<Result<_, _>>()?;
-        publish_events(&broker, &events).await?;
+        crate::publish::hubspot_events(&broker, &events).await?;
         stop.cancel();
         let backlog_at_start = queue_len(&url, &mapper_queue).await;
         let started = Instant::now();
@@ -204,36 +202,4 @@ fn amount_change(portal: u64, n: u64, deal_id: &str) -> Result<HubSpotEvent, ser
         "propertyValue": (1000 + n).to_string(),
         "changeSource": "CRM_UI",
     }))
-}
-
-/// Publish raw HubSpot events to the events exchange, as ingest does, 1,000 per confirm round.
-async fn publish_events(broker: &Broker, events: &[HubSpotEvent]) -> anyhow::Result<()> {
-    let exchange = broker.names().exchange(Exchange::Events);
-    let correlation_id = Uuid::now_v7().to_string();
-    let mut messages = Vec::with_capacity(events.len());
-    for e in events {
-        let (object, name) = e
-            .object_and_event()
-            .ok_or_else(|| anyhow::anyhow!("event type {:?}", e.subscription_type))?;
-        let envelope = Envelope {
-            id: Uuid::now_v7(),
-            kind: Kind::HubSpotEvent,
-            idempotency_key: e.idempotency_key(),
-            correlation_id: correlation_id.clone(),
-            occurred_at: Utc::now(),
-            received_at: Utc::now(),
-            source: Source::Hubspot,
-            payload: e,
-        };
-        messages.push(Outgoing::envelope(
-            exchange.clone(),
-            routing::hubspot_event(object, name),
-            &envelope,
-            0,
-        )?);
-    }
-    for chunk in messages.chunks(1000) {
-        broker.publish_all(chunk).await?;
-    }
-    Ok(())
 }
