@@ -613,23 +613,16 @@ async fn tight_budget_no_429_and_bigger_batches() {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (i, d) in deals.iter().enumerate() {
-        let env = update(
-            Kind::CrmUpdateDeal,
-            d,
-            &[(so.as_str(), format!("SO-{i:05}").as_str())],
-            Utc::now(),
-        );
-        let envelope: Envelope = serde_json::from_slice(&env.to_json().expect("enc")).expect("dec");
-        let handler = handler.clone();
+        let (handler, deal, so) = (handler.clone(), d.clone(), so.clone());
         tasks.push(tokio::spawn(async move {
-            handler
-                .handle(Incoming {
-                    envelope,
-                    routing_key: "crm.update_deal".into(),
-                    attempt: 0,
-                    redelivered: false,
-                })
-                .await
+            let value = format!("SO-{i:05}");
+            handle_update(
+                &handler,
+                &deal,
+                &[(so.as_str(), value.as_str())],
+                Utc::now(),
+            )
+            .await
         }));
     }
     for t in tasks {

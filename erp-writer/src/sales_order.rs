@@ -172,14 +172,7 @@ pub async fn upsert_sales_order(
                             doc.name(),
                             differences.join("; ")
                         );
-                        tracing::warn!(sales_order = doc.name(), hubspot_deal_id = %deal, %reason, "edited in ERPNext and in HubSpot");
-                        metrics::step(SALES_ORDER, "conflict");
-                        metrics::sales_order_conflict();
-                        return Ok(ErpOutcome::SalesOrderConflict {
-                            hubspot_deal_id: deal.clone(),
-                            sales_order: doc.name().to_string(),
-                            reason,
-                        });
+                        return Ok(conflict(cmd, &doc, reason));
                     }
                     (Judgement::EditedInErpNext { .. }, true) => {
                         metrics::step(SALES_ORDER, "unchanged");
@@ -224,14 +217,7 @@ pub async fn upsert_sales_order(
                     doc.name(),
                     differences.join("; ")
                 );
-                tracing::warn!(sales_order = doc.name(), hubspot_deal_id = %deal, %reason, "deal changed after its Sales Order was submitted");
-                metrics::step(SALES_ORDER, "conflict");
-                metrics::sales_order_conflict();
-                return Ok(ErpOutcome::SalesOrderConflict {
-                    hubspot_deal_id: deal.clone(),
-                    sales_order: doc.name().to_string(),
-                    reason,
-                });
+                return Ok(conflict(cmd, &doc, reason));
             }
         }
     }
@@ -266,6 +252,19 @@ fn cancelled(cmd: &SyncDeal, doc: &Doc) -> ErpOutcome {
              to continue, lead2ledger does not create a new one",
             doc.name()
         ),
+    }
+}
+
+/// The deal and its order disagree and the order is not lead2ledger's to change (submitted, or
+/// edited by a person): reported with `reason`, never silently applied or dropped.
+fn conflict(cmd: &SyncDeal, doc: &Doc, reason: String) -> ErpOutcome {
+    tracing::warn!(sales_order = doc.name(), hubspot_deal_id = %cmd.hubspot_deal_id, %reason, "the deal differs from an order lead2ledger does not change");
+    metrics::step(SALES_ORDER, "conflict");
+    metrics::sales_order_conflict();
+    ErpOutcome::SalesOrderConflict {
+        hubspot_deal_id: cmd.hubspot_deal_id.clone(),
+        sales_order: doc.name().to_string(),
+        reason,
     }
 }
 

@@ -28,27 +28,17 @@ use crate::handler::Services;
 use crate::map;
 use crate::markers::Record;
 use crate::metrics;
+use crate::updates;
 
 pub async fn on_event(
     s: &Services,
     event: &HubSpotEvent,
     name: &str,
 ) -> Result<Decision, MapError> {
-    let Some(id) = event.subject_id().map(|i| i.to_string()) else {
-        return Err(MapError::BadMessage(format!(
-            "HubSpot event {} ({}) names no object",
-            event.event_id, event.subscription_type
-        )));
-    };
-    if name == "propertyChange"
-        && let Some(p) = event.property_name.as_deref()
-        && s.cfg.writeback.all().contains(&p)
-    {
-        return Ok(Decision::ignore(
-            "own_writeback",
-            format!("deal {id}: {p} is written by lead2ledger itself"),
-        ));
+    if let Some(d) = updates::own_writeback(s, event) {
+        return Ok(d);
     }
+    let id = updates::subject(event, name)?;
     match name {
         "creation" | "propertyChange" | "associationChange" | "restore" => current(s, &id).await,
         // Stamped with the deletion's HubSpot time, not ours: a restore right after it (often in
@@ -76,12 +66,7 @@ pub async fn on_line_item_event(
     event: &HubSpotEvent,
     name: &str,
 ) -> Result<Decision, MapError> {
-    let Some(id) = event.subject_id().map(|i| i.to_string()) else {
-        return Err(MapError::BadMessage(format!(
-            "HubSpot event {} ({}) names no line item",
-            event.event_id, event.subscription_type
-        )));
-    };
+    let id = updates::subject(event, name)?;
     if !matches!(
         name,
         "creation" | "propertyChange" | "associationChange" | "restore"

@@ -29,7 +29,8 @@ use crate::map;
 use crate::markers::Record;
 use crate::metrics;
 
-fn subject(event: &HubSpotEvent, name: &str) -> Result<String, MapError> {
+/// The object an event is about (a merge's surviving record).
+pub(crate) fn subject(event: &HubSpotEvent, name: &str) -> Result<String, MapError> {
     let id = if name == "merge" {
         event.primary_object_id.or(event.object_id)
     } else {
@@ -43,7 +44,8 @@ fn subject(event: &HubSpotEvent, name: &str) -> Result<String, MapError> {
     })
 }
 
-fn own_writeback(s: &Services, event: &HubSpotEvent) -> Option<Decision> {
+/// A change of a property lead2ledger writes itself: our own echo.
+pub(crate) fn own_writeback(s: &Services, event: &HubSpotEvent) -> Option<Decision> {
     let p = event.property_name.as_deref()?;
     s.cfg.writeback.all().contains(&p).then(|| {
         Decision::ignore(

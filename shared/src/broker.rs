@@ -586,7 +586,7 @@ pub async fn declare(
     for q in WorkQueue::ALL {
         let work = names.queue(q);
         let dlq = names.dead_letter_queue(q);
-        declare_dead_letter_queue_with(&mut declarer, names, &dlq).await?;
+        declare_dead_letter_queue(&mut declarer, names, &dlq).await?;
         // Quorum: replicated, and the only type with a delivery limit. The runtime dead-letters
         // a message at `amqp.delivery_limit` itself; the broker's constant limit is the backstop
         // (dead-lettered to the DLQ, at-least-once so that hop cannot lose it either).
@@ -690,7 +690,7 @@ pub async fn declare(
 /// kept as it is ([`Drift`]), the warning tells the operator how to give it the limit (a policy,
 /// which applies to an existing queue), and meanwhile the `dlq` commands refresh its letters
 /// before RabbitMQ 4's default limit of 20 can drop them.
-async fn declare_dead_letter_queue_with(
+async fn declare_dead_letter_queue(
     declarer: &mut Declarer<'_>,
     names: &Names,
     name: &str,
